@@ -116,12 +116,13 @@ export interface CheckSpec<C> {
   severity: Severity
   /** The guide section it comes from: "CallFS Troubleshooting > Service Won't Start > Port Already in Use". */
   docs: string
-  remediation?: RemediationSpec
+  /** The remediations a finding of this check may carry (a Fix's id is one of these). */
+  remediations?: RemediationSpec[]
   /**
    * How long the check may take, in ms, given the per-probe time-out. Checks that probe in
    * sequence (two scrapes, a fallback path) say so here. Default: timeout + 1 s.
    */
-  budgetMs?: (timeoutMs: number, ctx: C) => number
+  budgetMs?(timeoutMs: number, ctx: C): number
   run(ctx: C): Promise<Finding>
 }
 
@@ -147,11 +148,14 @@ export interface FlowNode {
   branches?: FlowBranch[]
 }
 
-export interface Runbook<C> {
+export interface Runbook<C, T = unknown> {
   system: SystemName
+  /** The guide's title, as cited in `docs`: "CallFS Troubleshooting". */
   title: string
   /** The guide file in shared/seeds. */
   guide: string
   checks: CheckSpec<C>[]
   flow: FlowNode[]
+  /** A fresh context for one walk (or one re-check) of one target. */
+  createContext(target: T, settings: import('./context.js').RunSettings): C
 }
