@@ -1,0 +1,143 @@
+import type {ChalkInstance} from 'chalk'
+
+import {loadConfig} from '../config/load.js'
+import {AuditLog, auditLogPath} from '../engine/audit.js'
+import type {RunSettings} from '../engine/context.js'
+import {runDiagnosis, selectTargets} from '../engine/diagnose.js'
+import {remediate, type RemediationMode} from '../engine/remediate.js'
+import {formatMs} from '../engine/runner.js'
+import {exitCodeFor} from '../engine/status.js'
+import {SYSTEMS, type RunReport, type SystemName} from '../engine/types.js'
+import {formatOutcome, formatReport, statusMark} from '../report/human.js'
+import {buildRunReport, renderJson} from '../report/json.js'
+import {AVAILABLE_SYSTEMS, hasRunbook} from '../runbooks/index.js'
+import {UsageError} from './errors.js'
+
+export interface DiagnoseFlags {
+  config?: string
+  json: boolean
+  timeout?: number
+  verbose: boolean
+  yes: boolean
+  'dry-run': boolean
+  'no-fix': boolean
+  'write-probes': boolean
+  concurrency: number
+  deadline?: number
+  target?: string[]
+  'prompt-timeout': number
+}
+
+export interface DiagnoseIo {
+  version: string
+  color: ChalkInstance
+  /** stdin and stdout are terminals. */
+  interactive: boolean
+  out(text: string): void
+  env: NodeJS.ProcessEnv
+}
+
+/** Validate SYSTEM arguments: known names whose runbooks ship in this version; none → all. */
+export function resolveSystems(args: string[]): SystemName[] {
+  if (args.length === 0) return [...AVAILABLE_SYSTEMS]
+  const chosen: SystemName[] = []
+  for (const arg of args) {
+    const name = arg.toLowerCase()
+    if (!(SYSTEMS as readonly string[]).includes(name)) {
+      throw new UsageError(`unknown system "${arg}" (systems: ${SYSTEMS.join(', ')})`)
+    }
+    if (!hasRunbook(name as SystemName)) {
+      throw new UsageError(`${name}: no runbook in this version yet (available: ${AVAILABLE_SYSTEMS.join(', ')})`)
+    }
+    if (!chosen.includes(name as SystemName)) chosen.push(name as SystemName)
+  }
+  return chosen
+}
+
+function remediationMode(flags: DiagnoseFlags, io: DiagnoseIo, ask: () => Promise<RemediationMode>): Promise<RemediationMode> | RemediationMode {
+  if (flags['no-fix']) return {kind: 'no-fix'}
+  if (flags['dry-run']) return {kind: 'dry-run'}
+  if (flags.yes) return {kind: 'yes'}
+  if (flags.json || !io.interactive) return {kind: 'refuse'}
+  return ask()
+}
+
+/** Default run deadline: room for a few rounds of probes, never unbounded. */
+export function defaultDeadline(timeoutMs: number): number {
+  return Math.max(60_000, timeoutMs * 12)
+}
+
+/**
+ * `opsctl diagnose`: walk each system's flowchart, report, then offer each remediation.
+ * Returns the exit code.
+ */
+export async function diagnoseCommand(args: string[], flags: DiagnoseFlags, io: DiagnoseIo): Promise<number> {
+  const exclusive = (['yes', 'dry-run', 'no-fix'] as const).filter((f) => flags[f])
+  if (exclusive.length > 1) throw new UsageError(`--${exclusive.join(' and --')} cannot be used together`)
+  const systems = resolveSystems(args)
+  const config = await loadConfig({configFlag: flags.config, env: io.env})
+  const refs = selectTargets(config, systems, flags.target)
+  if (flags.target?.length && refs.length === 0) {
+    throw new UsageError(`no enabled target named ${flags.target.join(', ')} in ${systems.join(', ')}`)
+  }
+
+  const timeoutMs = flags.timeout ?? config.timeout
+  const deadlineMs = flags.deadline ?? defaultDeadline(timeoutMs)
+  const controller = new AbortController()
+  const deadline = setTimeout(() => controller.abort(new Error('run deadline')), deadlineMs)
+  const onInterrupt = () => {
+    if (controller.signal.aborted) process.exit(130)
+    controller.abort(new Error('interrupted'))
+  }
+  process.on('SIGINT', onInterrupt)
+
+  const settings: RunSettings = {
+    timeoutMs,
+    signal: controller.signal,
+    verbose: flags.verbose,
+    writeProbes: flags['write-probes'],
+    env: io.env,
+  }
+  const startedAt = Date.now()
+  const c = io.color
+  try {
+    const showProgress = io.interactive && !flags.json && refs.length > 0
+    const runs = showProgress
+      ? await (await import('../report/progress.js')).withProgress(refs, (events) =>
+          runDiagnosis(config, refs, settings, flags.concurrency, events),
+        )
+      : await runDiagnosis(config, refs, settings, flags.concurrency)
+    clearTimeout(deadline)
+
+    let report: RunReport = buildRunReport('diagnose', runs.map((r) => r.report), startedAt, io.version)
+    if (!flags.json) io.out((showProgress ? '\n' : '') + formatReport(report, c, flags.verbose))
+
+    const mode = await remediationMode(flags, io, async () => {
+      const {terminalAsker} = await import('../report/prompt.js')
+      return {kind: 'interactive', ask: terminalAsker(c, flags['prompt-timeout'], io.out)}
+    })
+    const audit = new AuditLog(auditLogPath(io.env), io.version)
+    let decided = 0
+    await remediate(runs, mode, audit, timeoutMs, {
+      onApplying(item) {
+        if (!flags.json) io.out(c.dim(`  applying ${item.fix.id} …\n`))
+      },
+      onOutcome(item, outcome) {
+        decided++
+        if (!flags.json && mode.kind !== 'interactive' && decided === 1) io.out(c.bold('Remediation') + '\n')
+        if (!flags.json) io.out(`  ${item.check.id}: ${formatOutcome(outcome, c)}\n`)
+      },
+    })
+
+    report = buildRunReport('diagnose', runs.map((r) => r.report), startedAt, io.version)
+    if (flags.json) io.out(renderJson(report, flags.verbose))
+    else if (decided > 0) {
+      io.out(`\n${statusMark(report.status, c)} ${report.status} after remediation · ${formatMs(report.durationMs)} · exit ${exitCodeFor(report.status)}\n`)
+      if (mode.kind === 'refuse') io.out(c.dim('Nothing was changed. Re-run on a terminal to be asked, or with --yes to apply.\n'))
+    }
+    return exitCodeFor(report.status)
+  } finally {
+    clearTimeout(deadline)
+    process.off('SIGINT', onInterrupt)
+  }
+}
