@@ -1,0 +1,37 @@
+// Durations as the configuration file and the --timeout flag write them: "250ms", "5s", "2m",
+// "1h", "14d", or a bare number of seconds. Stored as whole milliseconds.
+
+const UNIT_MS = {ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000} as const
+const DURATION = /^(\d+(?:\.\d+)?|\.\d+)\s*(ms|s|m|h|d)?$/
+
+/** What a user may write, for messages. */
+export const DURATION_HINT = 'use 250ms, 5s, 2m, 1h, 14d or a number of seconds'
+
+/**
+ * Milliseconds for a positive duration ("5s", "250ms", 1.5, "30"); null when the text is not a
+ * duration or is not greater than zero (also after rounding to whole milliseconds).
+ */
+export function parseDuration(text: string | number): number | null {
+  let ms: number
+  if (typeof text === 'number') {
+    ms = text * 1000
+  } else {
+    const m = DURATION.exec(text.trim())
+    if (!m) return null
+    const unit = (m[2] ?? 's') as keyof typeof UNIT_MS
+    ms = Number(m[1]) * UNIT_MS[unit]
+  }
+  if (!Number.isFinite(ms)) return null
+  ms = Math.round(ms)
+  return ms > 0 && ms <= Number.MAX_SAFE_INTEGER ? ms : null
+}
+
+/** The shortest exact spelling: 300000 → "5m", 1209600000 → "14d", 1500 → "1.5s", 250 → "250ms". */
+export function formatDuration(ms: number): string {
+  const n = Math.round(ms)
+  for (const unit of ['d', 'h', 'm', 's'] as const) {
+    const size = UNIT_MS[unit]
+    if (n !== 0 && n % size === 0) return `${n / size}${unit}`
+  }
+  return n >= 1000 ? `${n / 1000}s` : `${n}ms`
+}
