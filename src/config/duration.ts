@@ -12,18 +12,16 @@ export const DURATION_HINT = 'use 250ms, 5s, 2m, 1h, 14d or a number of seconds'
  * duration or is not greater than zero (also after rounding to whole milliseconds).
  */
 export function parseDuration(text: string | number): number | null {
-  let ms: number
-  if (typeof text === 'number') {
-    ms = text * 1000
-  } else {
-    const m = DURATION.exec(text.trim())
-    if (!m) return null
-    const unit = (m[2] ?? 's') as keyof typeof UNIT_MS
-    ms = Number(m[1]) * UNIT_MS[unit]
-  }
-  if (!Number.isFinite(ms)) return null
-  ms = Math.round(ms)
+  const ms = Math.round(durationMs(text))
   return ms > 0 && ms <= Number.MAX_SAFE_INTEGER ? ms : null
+}
+
+/** The written value in milliseconds, unrounded and unchecked; NaN when it is not a duration at all. */
+export function durationMs(text: string | number): number {
+  if (typeof text === 'number') return text * 1000
+  const m = DURATION.exec(text.trim())
+  if (!m) return Number.NaN
+  return Number(m[1]) * UNIT_MS[(m[2] ?? 's') as keyof typeof UNIT_MS]
 }
 
 /** The shortest exact spelling: 300000 → "5m", 1209600000 → "14d", 1500 → "1.5s", 250 → "250ms". */

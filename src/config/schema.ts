@@ -4,7 +4,7 @@
 import type {Document, LineCounter} from 'yaml'
 
 import {DEFAULTS, SYSTEM_NAMES, type SystemName, type TargetSettings} from './defaults.js'
-import {DURATION_HINT, formatDuration, parseDuration} from './duration.js'
+import {DURATION_HINT, durationMs, formatDuration, parseDuration} from './duration.js'
 import {ConfigError, type ConfigProblem} from './errors.js'
 import {maskUrlPasswords, urlHasPassword} from './mask.js'
 import type {CallfsTarget, OpsctlConfig, SystemConfig, TargetBySystem} from './types.js'
@@ -475,8 +475,9 @@ class Checker {
         if (typeof v !== 'number' && typeof v !== 'string') return typeError()
         const ms = parseDuration(v)
         if (ms !== null) return ms
-        const zeroOrLess = typeof v === 'number' || /^[\d.]+\s*(ms|s|m|h|d)?$/.test(v.trim())
-        this.report(path, `${typeof v === 'number' ? String(v) : show(v)} is not ${zeroOrLess ? 'a duration greater than zero' : 'a duration'} (${DURATION_HINT})`, e.at)
+        const raw = durationMs(v)
+        const what = Number.isNaN(raw) ? 'a duration' : raw < 0.5 ? 'a duration greater than zero' : 'a duration opsctl can use (far too long)'
+        this.report(path, `${typeof v === 'number' ? String(v) : show(v)} is not ${what} (${DURATION_HINT})`, e.at)
         return INVALID
       }
       case 'text':

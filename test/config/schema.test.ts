@@ -134,6 +134,10 @@ describe('values', () => {
     expect(only('timeout: 0s\n').message).toMatch(/^"0s" is not a duration greater than zero/)
     expect(only('timeout: 0\n').message).toMatch(/^0 is not a duration greater than zero/)
     expect(only('timeout: -5\n').path).toBe('timeout')
+    expect(only('timeout: 0.1ms\n').message).toMatch(/^"0.1ms" is not a duration greater than zero/)
+    expect(only('timeout: 99999999999999d\n').message).toMatch(/^"99999999999999d" is not a duration opsctl can use \(far too long\)/)
+    expect(only('timeout: .inf\n').message).toMatch(/^Infinity is not a duration opsctl can use/)
+    expect(only('timeout: 5 seconds\n').message).toMatch(/^"5 seconds" is not a duration \(/)
   })
 
   it('rejects wrong types with what was expected and what was found', () => {
