@@ -1,0 +1,165 @@
+import net from 'node:net'
+import os from 'node:os'
+import {afterAll, beforeAll, describe, expect, it} from 'vitest'
+
+import {Reachability} from '../../src/diagnostics/reach.js'
+import {formatMs, isLocalHost, isLoopbackHost, tcpConnect, tcpConnectEach} from '../../src/diagnostics/tcp.js'
+
+function listen(host: string): Promise<net.Server> {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer((s) => s.destroy())
+    srv.once('error', reject)
+    srv.listen(0, host, () => resolve(srv))
+  })
+}
+const portOf = (srv: net.Server): number => (srv.address() as net.AddressInfo).port
+
+/** A port nothing listens on: bound, read, closed. */
+async function freePort(host = '127.0.0.1'): Promise<number> {
+  const srv = await listen(host)
+  const port = portOf(srv)
+  await new Promise((r) => srv.close(r))
+  return port
+}
+
+let v4: net.Server
+let v6: net.Server
+beforeAll(async () => {
+  v4 = await listen('127.0.0.1')
+  v6 = await listen('::1')
+})
+afterAll(async () => {
+  await new Promise((r) => v4.close(r))
+  await new Promise((r) => v6.close(r))
+})
+
+describe('tcpConnect', () => {
+  it('connects over IPv4 and says which address answered', async () => {
+    const r = await tcpConnect('127.0.0.1', portOf(v4), {timeoutMs: 300})
+    expect(r.ok).toBe(true)
+    if (r.ok) expect(r.value).toEqual({host: '127.0.0.1', address: '127.0.0.1', family: 4, port: portOf(v4)})
+  })
+
+  it('connects over IPv6 (::1)', async () => {
+    const r = await tcpConnect('::1', portOf(v6), {timeoutMs: 300})
+    expect(r.ok).toBe(true)
+    if (r.ok) expect(r.value).toMatchObject({address: '::1', family: 6})
+  })
+
+  it('refused: names the endpoint and is remembered for the run', async () => {
+    const port = await freePort()
+    const reach = new Reachability()
+    const r = await tcpConnect('127.0.0.1', port, {timeoutMs: 300, reach})
+    expect(r.ok).toBe(false)
+    if (!r.ok) {
+      expect(r.error.kind).toBe('refused')
+      expect(r.error.code).toBe('ECONNREFUSED')
+      expect(r.error.message).toContain(`nothing listens on 127.0.0.1:${port} (connection refused)`)
+    }
+    const key = Reachability.key('127.0.0.1', port)
+    expect(reach.known(key)?.kind).toBe('refused')
+    // Even if something starts listening now, this run does not retry.
+    const again = await tcpConnect('127.0.0.1', port, {timeoutMs: 300, reach})
+    expect(!again.ok && again.error.message).toContain('earlier in this run')
+  })
+
+  it('a listener on ::1 only refuses IPv4 on the same port', async () => {
+    const r = await tcpConnect('127.0.0.1', portOf(v6), {timeoutMs: 300})
+    expect(!r.ok && r.error.kind).toBe('refused')
+  })
+
+  it('times out on a black-holed address at the deadline and records it', async () => {
+    // 192.0.2.0/24 (TEST-NET-1) is never routed; depending on the network it either hangs
+    // (time-out) or fails at once (unreachable). Both are endpoint failures.
+    const reach = new Reachability()
+    const t0 = Date.now()
+    const r = await tcpConnect('192.0.2.123', 9, {timeoutMs: 300, reach})
+    expect(Date.now() - t0).toBeLessThan(1000)
+    expect(r.ok).toBe(false)
+    if (!r.ok) {
+      expect(['timeout', 'unreachable']).toContain(r.error.kind)
+      if (r.error.kind === 'timeout') expect(r.error.message).toMatch(/no answer from 192\.0\.2\.123:9 within 300ms/)
+    }
+    expect(reach.known('192.0.2.123:9')).toBeDefined()
+  })
+
+  it('honours an abort signal', async () => {
+    const ac = new AbortController()
+    setTimeout(() => ac.abort(), 50)
+    const t0 = Date.now()
+    const r = await tcpConnect('192.0.2.123', 9, {timeoutMs: 5000, signal: ac.signal})
+    expect(Date.now() - t0).toBeLessThan(1000)
+    expect(!r.ok && r.error.kind).toMatch(/^(aborted|unreachable)$/)
+    const pre = await tcpConnect('127.0.0.1', portOf(v4), {timeoutMs: 300, signal: AbortSignal.abort()})
+    expect(!pre.ok && pre.error.kind).toBe('aborted')
+  })
+
+  it('a name that does not resolve is a dns error', async () => {
+    const r = await tcpConnect('no-such-host.invalid', 80, {timeoutMs: 2000})
+    expect(r.ok).toBe(false)
+    if (!r.ok) {
+      expect(r.error.kind).toBe('dns')
+      expect(r.error.message).toContain('cannot resolve no-such-host.invalid')
+    }
+  })
+
+  it('an invalid port is an error value, not a throw', async () => {
+    const r = await tcpConnect('127.0.0.1', 70000, {timeoutMs: 300})
+    expect(r.ok).toBe(false)
+  })
+})
+
+describe('tcpConnectEach', () => {
+  it('reports every address of a name separately', async () => {
+    const r = await tcpConnectEach('localhost', portOf(v4), {timeoutMs: 300})
+    expect(r.length).toBeGreaterThanOrEqual(1)
+    const ipv4 = r.find((x) => x.family === 4)
+    expect(ipv4?.result.ok).toBe(true)
+    if (ipv4?.result.ok) expect(ipv4.result.value.host).toBe('localhost')
+    for (const x of r.filter((e) => e.family === 6)) {
+      // A 127.0.0.1-only listener is not there on ::1 (unless the port is shared by chance).
+      if (!x.result.ok) expect(x.result.error.kind).toBe('refused')
+    }
+  })
+
+  it('an IP literal is one entry; brackets are accepted', async () => {
+    const r = await tcpConnectEach('[::1]', portOf(v6), {timeoutMs: 300})
+    expect(r).toHaveLength(1)
+    expect(r[0]).toMatchObject({address: '::1', family: 6})
+    expect(r[0]?.result.ok).toBe(true)
+  })
+
+  it('a name that does not resolve yields one dns entry', async () => {
+    const r = await tcpConnectEach('no-such-host.invalid', 80, {timeoutMs: 2000})
+    expect(r).toHaveLength(1)
+    const only = r[0]!.result
+    expect(!only.ok && only.error.kind).toBe('dns')
+  })
+})
+
+describe('isLoopbackHost / isLocalHost', () => {
+  it('knows loopback names and addresses', () => {
+    for (const h of ['localhost', 'LOCALHOST', 'localhost.', 'api.localhost', '127.0.0.1', '127.1.2.3', '::1', '[::1]', '0:0:0:0:0:0:0:1', '::ffff:127.0.0.1']) {
+      expect(isLoopbackHost(h), h).toBe(true)
+    }
+    for (const h of ['10.0.0.1', '128.0.0.1', '::2', '::', '0.0.0.0', 'example.com', 'localhost.example.com', '']) {
+      expect(isLoopbackHost(h), h).toBe(false)
+    }
+  })
+
+  it('knows this machine: loopback, its interface addresses, its name, 0.0.0.0', async () => {
+    expect(await isLocalHost('127.0.0.1')).toBe(true)
+    expect(await isLocalHost('0.0.0.0')).toBe(true)
+    expect(await isLocalHost(os.hostname())).toBe(true)
+    const external = Object.values(os.networkInterfaces()).flat().find((i) => i && !i.internal)
+    if (external) expect(await isLocalHost(external.address)).toBe(true)
+    expect(await isLocalHost('192.0.2.250')).toBe(false)
+    expect(await isLocalHost('no-such-host.invalid')).toBe(false)
+  })
+
+  it('formats durations as people say them', () => {
+    expect(formatMs(5000)).toBe('5s')
+    expect(formatMs(1500)).toBe('1.5s')
+    expect(formatMs(300)).toBe('300ms')
+  })
+})
