@@ -4,6 +4,7 @@ import {join} from 'node:path'
 import {afterAll, beforeAll, describe, expect, it} from 'vitest'
 
 import {formatCommand, runCommand, startDetached} from '../../src/diagnostics/exec.js'
+import {waitFor} from './fixtures/local.js'
 
 let dir: string
 beforeAll(async () => {
@@ -28,15 +29,6 @@ async function liveMembersOfGroup(pgid: number): Promise<number[]> {
   const out: number[] = []
   for (const pid of pids) if ((await liveStat(pid))?.pgrp === pgid) out.push(pid)
   return out
-}
-
-async function waitFor(check: () => Promise<boolean>, ms: number): Promise<boolean> {
-  const until = Date.now() + ms
-  while (Date.now() < until) {
-    if (await check()) return true
-    await new Promise((r) => setTimeout(r, 20))
-  }
-  return check()
 }
 
 async function pidsFrom(file: string): Promise<number[]> {

@@ -1,8 +1,7 @@
-import {execFileSync, spawn} from 'node:child_process'
+import {execFileSync} from 'node:child_process'
 import {chmod, chown, mkdir, mkdtemp, rm, symlink, writeFile} from 'node:fs/promises'
 import {tmpdir} from 'node:os'
 import {join} from 'node:path'
-import {fileURLToPath} from 'node:url'
 import {afterAll, beforeAll, describe, expect, it} from 'vitest'
 
 import {
@@ -17,6 +16,7 @@ import {
   type PathStat,
   type UserInfo,
 } from '../../src/diagnostics/files.js'
+import {probeAsUser} from './fixtures/local.js'
 
 // Real users of this machine: root, postgres (with a supplementary group), nobody.
 const idOf = (user: string, flag: '-u' | '-g' | '-G'): number[] =>
@@ -217,16 +217,10 @@ describe('findBlockingAncestor and permission errors as an unprivileged user', (
 
   it('statPath and findAccessProblems say permission when the OS refuses', async () => {
     const target = join(root, 'locked', 'inner', 'f')
-    const mod = fileURLToPath(new URL('../../src/diagnostics/files.ts', import.meta.url))
-    const script = `import('${mod}').then(async (m) => process.stdout.write(JSON.stringify([await m.statPath('${target}'), await m.findAccessProblems('${join(root, 'locked', 'inner')}', {name: 'nobody', uid: 65534, gid: 65534, home: '/', groups: [65534]})])))`
-    const out = await new Promise<string>((resolve, reject) => {
-      const c = spawn('runuser', ['-u', 'nobody', '--', process.execPath, '--import', 'tsx', '-e', script], {cwd: process.cwd(), stdio: ['ignore', 'pipe', 'inherit']})
-      let buf = ''
-      c.stdout.on('data', (d: Buffer) => (buf += d.toString()))
-      c.on('error', reject)
-      c.on('close', () => resolve(buf))
-    })
-    const [stat, walk] = JSON.parse(out) as unknown[]
+    const inner = join(root, 'locked', 'inner')
+    const nobody = JSON.stringify(users.nobody)
+    const out = await probeAsUser('nobody', 'files.ts', `Promise.all([m.statPath(${JSON.stringify(target)}), m.findAccessProblems(${JSON.stringify(inner)}, ${nobody})])`)
+    const [stat, walk] = out as unknown[]
     expect(stat).toMatchObject({ok: false, error: {kind: 'permission', code: 'EACCES'}})
     expect(walk).toMatchObject({ok: false, error: {kind: 'permission', code: 'EACCES'}})
   })

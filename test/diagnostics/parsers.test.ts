@@ -1,11 +1,10 @@
-import {spawn} from 'node:child_process'
 import {chmod, mkdir, mkdtemp, rm, writeFile} from 'node:fs/promises'
 import {tmpdir} from 'node:os'
 import {join} from 'node:path'
-import {fileURLToPath} from 'node:url'
 import {afterAll, beforeAll, describe, expect, it} from 'vitest'
 
 import {dotenvValues, parseDotenv, parseToml, parseYaml, readTextFile} from '../../src/diagnostics/parsers.js'
+import {probeAsUser} from './fixtures/local.js'
 
 let root: string
 beforeAll(async () => {
@@ -192,15 +191,7 @@ describe('readTextFile', () => {
   it('says permission when the OS refuses (as nobody, a root-only 0600 file)', async () => {
     const secret = join(root, 'secret.env')
     await writeFile(secret, 'TOKEN=x\n', {mode: 0o600})
-    const mod = fileURLToPath(new URL('../../src/diagnostics/parsers.ts', import.meta.url))
-    const script = `import('${mod}').then(async (m) => process.stdout.write(JSON.stringify(await m.readTextFile('${secret}'))))`
-    const out = await new Promise<string>((resolve, reject) => {
-      const c = spawn('runuser', ['-u', 'nobody', '--', process.execPath, '--import', 'tsx', '-e', script], {cwd: process.cwd(), stdio: ['ignore', 'pipe', 'inherit']})
-      let buf = ''
-      c.stdout.on('data', (d: Buffer) => (buf += d.toString()))
-      c.on('error', reject)
-      c.on('close', () => resolve(buf))
-    })
-    expect(JSON.parse(out)).toMatchObject({ok: false, error: {kind: 'permission', code: 'EACCES'}})
+    const out = await probeAsUser('nobody', 'parsers.ts', `m.readTextFile(${JSON.stringify(secret)})`)
+    expect(out).toMatchObject({ok: false, error: {kind: 'permission', code: 'EACCES'}})
   })
 })

@@ -13,6 +13,7 @@ import {
   stopProcess,
   systemdUnitStatus,
 } from '../../src/diagnostics/system.js'
+import {probeAsUser, waitFor} from './fixtures/local.js'
 
 const FAKEBIN = fileURLToPath(new URL('../support/fakebin', import.meta.url))
 const PROPS = 'LoadState,ActiveState,SubState,MainPID,Result,User,ExecMainStatus,ActiveEnterTimestamp,InactiveEnterTimestamp'
@@ -31,15 +32,6 @@ afterAll(async () => {
 function track(c: ChildProcess): ChildProcess {
   children.push(c)
   return c
-}
-
-async function waitFor(check: () => Promise<boolean>, ms: number): Promise<boolean> {
-  const until = Date.now() + ms
-  while (Date.now() < until) {
-    if (await check()) return true
-    await new Promise((r) => setTimeout(r, 20))
-  }
-  return check()
 }
 
 describe('systemdUnitStatus and journalTail against the fake systemctl/journalctl', () => {
@@ -194,15 +186,8 @@ describe('processes in /proc', () => {
 
   it("reading another user's process environment as an unprivileged user is a permission error", async () => {
     // Run the probe as `nobody` against this (root) test process: the kernel refuses.
-    const script = `import('${fileURLToPath(new URL('../../src/diagnostics/system.ts', import.meta.url))}').then(async (m) => process.stdout.write(JSON.stringify(await m.processEnvironment(${process.pid}))))`
-    const out = await new Promise<string>((resolve, reject) => {
-      const c = spawn('runuser', ['-u', 'nobody', '--', process.execPath, '--import', 'tsx', '-e', script], {cwd: process.cwd(), stdio: ['ignore', 'pipe', 'inherit']})
-      let buf = ''
-      c.stdout.on('data', (d: Buffer) => (buf += d.toString()))
-      c.on('error', reject)
-      c.on('close', () => resolve(buf))
-    })
-    expect(JSON.parse(out)).toMatchObject({ok: false, error: {kind: 'permission', code: 'EACCES'}})
+    const out = await probeAsUser('nobody', 'system.ts', `m.processEnvironment(${process.pid})`)
+    expect(out).toMatchObject({ok: false, error: {kind: 'permission', code: 'EACCES'}})
   })
 })
 
