@@ -103,7 +103,7 @@ async function readConfigFile(found: ConfigCandidate): Promise<string> {
     if (error instanceof ConfigError) throw error
     switch (errnoCode(error)) {
       case 'ENOENT':
-        throw fail(`does not exist: ${fix}, or run \`opsctl config init${found.origin === '--config' ? ` --config ${p}` : ''}\` to write a starter file there`)
+        throw fail(`does not exist: ${fix}, or run \`opsctl config init ${p}\` to write a starter file there`)
       case 'ENOTDIR':
         throw fail(`cannot exist: part of the path is a file, not a directory: ${fix}`)
       case 'EACCES':

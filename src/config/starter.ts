@@ -84,15 +84,15 @@ export async function writeStarterConfig(file: string, o: {force: boolean}): Pro
   try {
     await mkdir(dir, {recursive: true})
   } catch (error) {
-    throw configError(file, '', `cannot create its directory ${dir} (${codeOf(error)}): choose another path with --config`)
+    throw configError(file, '', `cannot create its directory ${dir} (${codeOf(error)}): choose another path`)
   }
   if (!o.force) {
     try {
       await writeFile(file, text, {flag: 'wx', mode: 0o644})
     } catch (error) {
       const code = codeOf(error)
-      if (code === 'EEXIST') throw configError(file, '', 'already exists; not overwritten: pass --force to replace it, or choose another path with --config')
-      throw configError(file, '', `cannot be written (${code}): choose another path with --config`)
+      if (code === 'EEXIST') throw configError(file, '', 'already exists; not overwritten: pass --force to replace it, or choose another path')
+      throw configError(file, '', `cannot be written (${code}): choose another path`)
     }
   } else {
     const temporary = path.join(dir, `.${path.basename(file)}.${process.pid}.${Date.now()}.tmp`)
@@ -102,7 +102,7 @@ export async function writeStarterConfig(file: string, o: {force: boolean}): Pro
     } catch (error) {
       await rm(temporary, {force: true}).catch(() => undefined)
       const code = codeOf(error)
-      throw configError(file, '', code === 'EISDIR' ? 'is a directory: choose a file path with --config' : `cannot be written (${code}): choose another path with --config`)
+      throw configError(file, '', code === 'EISDIR' ? 'is a directory: give the path of a file' : `cannot be written (${code}): choose another path`)
     }
   }
   // The mode given at creation is reduced by the umask; the file is meant to be world-readable.

@@ -87,7 +87,7 @@ describe('where opsctl looks', () => {
     expect(await findConfigFile({cwd: l.cwd, env: l.env, configFlag: 'nope.yaml'})).toEqual({path: missing, explicit: true, origin: '--config'})
     const e = await rejection(loadConfig({cwd: l.cwd, env: l.env, configFlag: 'nope.yaml'}))
     expect(e.file).toBeNull()
-    expect(e.message).toBe(`--config: ${missing} does not exist: check the --config path, or run \`opsctl config init --config ${missing}\` to write a starter file there`)
+    expect(e.message).toBe(`--config: ${missing} does not exist: check the --config path, or run \`opsctl config init ${missing}\` to write a starter file there`)
   })
 
   it('fails on a missing $OPSCTL_CONFIG rather than silently using defaults', async () => {
@@ -99,7 +99,7 @@ describe('where opsctl looks', () => {
         path: '$OPSCTL_CONFIG',
         line: null,
         col: null,
-        message: '/nonexistent/opsctl.yaml does not exist: fix or unset OPSCTL_CONFIG, or run `opsctl config init` to write a starter file there',
+        message: '/nonexistent/opsctl.yaml does not exist: fix or unset OPSCTL_CONFIG, or run `opsctl config init /nonexistent/opsctl.yaml` to write a starter file there',
       },
     ])
   })

@@ -88,7 +88,7 @@ describe('writeStarterConfig', () => {
       (e: unknown) => e,
     )
     expect(error).toBeInstanceOf(ConfigError)
-    expect((error as ConfigError).message).toBe(`${file}: already exists; not overwritten: pass --force to replace it, or choose another path with --config`)
+    expect((error as ConfigError).message).toBe(`${file}: already exists; not overwritten: pass --force to replace it, or choose another path`)
     expect(await readFile(file, 'utf8')).toBe('timeout: 9s\n')
   })
 
@@ -111,7 +111,7 @@ describe('writeStarterConfig', () => {
       (e: unknown) => e,
     )
     expect(asDir).toBeInstanceOf(ConfigError)
-    expect((asDir as ConfigError).message).toBe(`${dir}: is a directory: choose a file path with --config`)
+    expect((asDir as ConfigError).message).toBe(`${dir}: is a directory: give the path of a file`)
     expect(await readdir(root)).not.toContainEqual(expect.stringMatching(/\.tmp$/))
 
     const plain = path.join(root, 'plain-file')
