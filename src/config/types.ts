@@ -47,6 +47,9 @@ export interface CallfsThresholds {
   metrics_window: number
   /** Certificate expiry warning horizon. */
   cert_expiry_warn: number
+  /** Filesystem usage of data_dir, percent: warn and fail levels (callfs.disk.space). */
+  disk_warn: number
+  disk_fail: number
 }
 
 export interface CallfsTarget extends TargetBase {
