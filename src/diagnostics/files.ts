@@ -1,6 +1,6 @@
 // Files, disks, users and POSIX permissions — evaluated the way the kernel evaluates them.
 import type {Stats} from 'node:fs'
-import {lstat, opendir, readFile, stat, statfs} from 'node:fs/promises'
+import {lstat, opendir, readFile, readlink, stat, statfs} from 'node:fs/promises'
 import {dirname, join, resolve} from 'node:path'
 
 import {probeFail, probeOk, type ProbeError, type ProbeResult} from './types.js'
@@ -38,8 +38,8 @@ export interface UserInfo {
   groups: number[]
 }
 
-/** Turn an fs error into a ProbeError that names the path and what to do. */
-export function fsError(e: unknown, path: string, doing: string): ProbeError {
+/** Turn an fs error into a ProbeError that names the path and what to do; verb: "read", "stat"… */
+export function fsError(e: unknown, path: string, verb: string): ProbeError {
   const code = (e as NodeJS.ErrnoException | undefined)?.code
   switch (code) {
     case 'ENOENT':
@@ -48,11 +48,11 @@ export function fsError(e: unknown, path: string, doing: string): ProbeError {
       return {kind: 'not-found', message: `${path} does not exist (a parent is not a directory)`, code}
     case 'EACCES':
     case 'EPERM':
-      return {kind: 'permission', message: `permission denied ${doing} ${path}; run opsctl as root or as the owning user`, code}
+      return {kind: 'permission', message: `permission denied: cannot ${verb} ${path}; run opsctl as root or as the owning user`, code}
     case 'ELOOP':
       return {kind: 'other', message: `${path} is a symlink loop`, code}
     default:
-      return {kind: 'other', message: `cannot ${doing.replace(/ing$/, '')} ${path}: ${code ?? String(e)}`, ...(code ? {code} : {})}
+      return {kind: 'other', message: `cannot ${verb} ${path}: ${code ?? String(e)}`, ...(code ? {code} : {})}
   }
 }
 
@@ -136,16 +136,22 @@ function toPathStat(path: string, s: NodeStats, names: {users: Map<number, strin
 }
 
 /**
- * Stat a path without following a final symlink (type 'symlink'); pass {follow: true} to
- * describe what it points at instead.
+ * Stat a path like fs.stat: a symlink is followed, because every permission question is about
+ * its target. {follow: false} describes the link itself (type 'symlink'). A dangling link is
+ * 'not-found' and says so.
  */
 export async function statPath(path: string, opts: {follow?: boolean} = {}): Promise<ProbeResult<PathStat>> {
   const startedAt = Date.now()
+  const follow = opts.follow ?? true
   try {
-    const s = await (opts.follow ? stat(path) : lstat(path))
+    const s = await (follow ? stat(path) : lstat(path))
     return probeOk(toPathStat(path, s, await nameMaps()), startedAt)
   } catch (e) {
-    return probeFail(fsError(e, path, 'reading'), startedAt)
+    if (follow && (e as NodeJS.ErrnoException).code === 'ENOENT') {
+      const target = await readlink(path).catch(() => null)
+      if (target !== null) return probeFail({kind: 'not-found', message: `${path} is a symlink to ${target}, which does not exist`, code: 'ENOENT'}, startedAt)
+    }
+    return probeFail(fsError(e, path, 'stat'), startedAt)
   }
 }
 
@@ -163,7 +169,7 @@ export async function diskUsage(path: string): Promise<ProbeResult<DiskUsage>> {
     const inodesUsedPercent = s.files > 0 ? ((s.files - s.ffree) / s.files) * 100 : null
     return probeOk({path, totalBytes, freeBytes, availBytes, usedPercent, inodesUsedPercent}, startedAt)
   } catch (e) {
-    return probeFail(fsError(e, path, 'checking disk usage of'), startedAt)
+    return probeFail(fsError(e, path, 'check disk usage of'), startedAt)
   }
 }
 
@@ -223,7 +229,7 @@ export async function findBlockingAncestor(path: string, user: UserInfo): Promis
 const MAX_OFFENDERS = 50
 
 /**
- * Walk a tree (symlinks are not followed) up to maxEntries (default 10000) and list entries not
+ * Walk a tree (symlinks below root are not followed) up to maxEntries (default 10000) and list entries not
  * owned by the user or that the user may not read and write (directories: also search).
  * offenders holds the first 50; offenderCount counts all of them among the checked entries.
  */
@@ -237,9 +243,9 @@ export async function findAccessProblems(
   const names = await nameMaps()
   let rootStat: NodeStats
   try {
-    rootStat = await lstat(root)
+    rootStat = await stat(root) // a data dir configured as a symlink: audit what it points at
   } catch (e) {
-    return probeFail(fsError(e, root, 'reading'), startedAt)
+    return probeFail(fsError(e, root, 'read'), startedAt)
   }
 
   const offenders: PathStat[] = []

@@ -262,7 +262,7 @@ export async function readTextFile(path: string, maxBytes: number = DEFAULT_MAX_
     }
     return probeOk(Buffer.concat(chunks).toString('utf8'), startedAt)
   } catch (e) {
-    return probeFail(fsError(e, path, 'reading'), startedAt)
+    return probeFail(fsError(e, path, 'read'), startedAt)
   } finally {
     await handle?.close().catch(() => undefined)
   }

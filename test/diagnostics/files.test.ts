@@ -80,15 +80,21 @@ describe('statPath', () => {
     expect(Math.abs(s.mtimeMs - Date.now())).toBeLessThan(60_000)
   })
 
-  it('keeps special bits, tells symlinks apart unless asked to follow, and reports a missing path', async () => {
+  it('keeps special bits, follows symlinks unless told not to, and reports missing paths', async () => {
     const d = await dir(join(root, 'sticky'), 0o1777, 0, 0)
     expect((await mustStat(d)).mode).toBe(0o1777)
     const link = join(root, 'link-to-stat')
     await symlink(join(root, 'stat.txt'), link)
-    expect((await mustStat(link)).type).toBe('symlink')
-    const followed = await statPath(link, {follow: true})
-    expect(followed.ok && followed.value.type).toBe('file')
+    expect(await mustStat(link)).toMatchObject({path: link, type: 'file', mode: 0o640, owner: 'postgres'})
+    const itself = await statPath(link, {follow: false})
+    expect(itself.ok && itself.value.type).toBe('symlink')
     expect(await statPath(join(root, 'missing'))).toMatchObject({ok: false, error: {kind: 'not-found', code: 'ENOENT'}})
+    const dangling = join(root, 'dangling')
+    await symlink(join(root, 'nowhere'), dangling)
+    expect(await statPath(dangling)).toMatchObject({
+      ok: false,
+      error: {kind: 'not-found', message: `${dangling} is a symlink to ${join(root, 'nowhere')}, which does not exist`},
+    })
   })
 })
 
@@ -198,6 +204,16 @@ describe('findAccessProblems', () => {
     const all = await findAccessProblems(big, users.postgres)
     expect(all.ok && all.value.offenders).toHaveLength(50)
     expect(all).toMatchObject({ok: true, value: {checked: 61, truncated: false, offenderCount: 60}})
+  })
+
+  it('audits what a symlinked root points at', async () => {
+    const real = await dir(join(root, 'real-data'), 0o700, PG_UID, PG_GID)
+    await file(join(real, 'root-owned'), 0o644, 0, 0)
+    const link = join(root, 'data-link')
+    await symlink(real, link)
+    const r = await findAccessProblems(link, users.postgres)
+    expect(r).toMatchObject({ok: true, value: {checked: 2, offenderCount: 1}})
+    expect(r.ok && r.value.offenders[0]?.path).toBe(join(link, 'root-owned'))
   })
 
   it('reports a missing root as not-found', async () => {
