@@ -1,0 +1,31 @@
+import {afterEach, describe, expect, it} from 'vitest'
+
+import {clearSecrets, redact, redactValue, registerSecret} from '../../src/engine/redact.js'
+
+afterEach(() => clearSecrets())
+
+describe('redact', () => {
+  it('masks registered secrets wherever they appear, also JSON-escaped and URL-encoded', () => {
+    registerSecret('s3cr"et/key')
+    expect(redact('key is s3cr"et/key.')).toBe('key is ****.')
+    expect(redact(JSON.stringify({k: 's3cr"et/key'}))).toBe('{"k":"****"}')
+    expect(redact('x=s3cr%22et%2Fkey')).toBe('x=****')
+  })
+
+  it('masks credentials by shape even when nobody registered them', () => {
+    expect(redact('postgres://callfs:pa55w0rd@db:5432/callfs')).toBe('postgres://callfs:****@db:5432/callfs')
+    expect(redact('redis://:topsecret@127.0.0.1:6379/0')).toBe('redis://:****@127.0.0.1:6379/0')
+    expect(redact('Authorization: Bearer abcdefghijklmnop')).toBe('Authorization: Bearer ****')
+    expect(redact('host=db password=hunter2 user=x')).toBe('host=db password=**** user=x')
+  })
+
+  it('leaves ordinary URLs and JSON structure intact', () => {
+    const doc = {url: 'https://localhost:8443/health', list: ['http://h:8443', 'a@b'], n: 1}
+    expect(redactValue(doc)).toEqual(doc)
+  })
+
+  it('ignores values too short to be credentials', () => {
+    registerSecret('ab')
+    expect(redact('about a tab')).toBe('about a tab')
+  })
+})
