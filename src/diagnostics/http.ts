@@ -7,8 +7,8 @@ import type {Socket} from 'node:net'
 import type {Readable} from 'node:stream'
 
 import {Reachability} from './reach.js'
-import {abortedError, errorMessageOf, formatMs, socketError, startDeadline} from './tcp.js'
-import {readCaFile, secureContextFor, tlsError} from './tls.js'
+import {abortedError, connectTimeoutMessage, errorMessageOf, formatMs, socketError, startDeadline} from './tcp.js'
+import {readCaFile, secureContextFor, tlsError, tlsStallMessage} from './tls.js'
 import {probeFail, probeOk} from './types.js'
 import type {ProbeError, ProbeOptions, ProbeResult} from './types.js'
 
@@ -295,7 +295,8 @@ function requestError(
   const code = (err as {code?: unknown} | null)?.code
   if (cause === 'deadline' || code === 'UND_ERR_HEADERS_TIMEOUT' || code === 'UND_ERR_BODY_TIMEOUT' || code === 'UND_ERR_CONNECT_TIMEOUT') {
     // undici's own connect timer is shorter than the probe's deadline; say which one ran out.
-    const within = formatMs(cause !== 'deadline' && code === 'UND_ERR_CONNECT_TIMEOUT' ? connectTimeoutMs : timeoutMs)
+    const limit = cause !== 'deadline' && code === 'UND_ERR_CONNECT_TIMEOUT' ? connectTimeoutMs : timeoutMs
+    const within = formatMs(limit)
     if (p.headers) {
       return {kind: 'timeout', message: `${ep} answered ${p.status} but the body did not finish within ${within} (${p.bytes} bytes read): the server is slow or stalled`}
     }
@@ -303,9 +304,9 @@ function requestError(
       return {kind: 'timeout', message: `${ep} accepted the connection but sent no response within ${within}: the service is hung or overloaded`}
     }
     if (p.tcpConnected) {
-      return {kind: 'timeout', message: `${ep} accepted the connection but did not complete a TLS handshake within ${within}: is TLS enabled on that port?`}
+      return {kind: 'timeout', message: tlsStallMessage(ep, limit)}
     }
-    return {kind: 'timeout', message: `no answer from ${ep} within ${within} (connect timed out): the host is down or a firewall drops the packets`}
+    return {kind: 'timeout', message: connectTimeoutMessage(ep, limit)}
   }
   if (typeof code === 'string') {
     if (code.startsWith('HPE_')) {

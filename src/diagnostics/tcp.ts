@@ -138,6 +138,72 @@ function familyOf(f: string | number | undefined, address: string): 4 | 6 {
   return net.isIPv6(address) ? 6 : 4
 }
 
+export function connectTimeoutMessage(key: string, ms: number): string {
+  return `no answer from ${key} within ${formatMs(ms)} (connect timed out): the host is down or a firewall drops the packets`
+}
+
+export interface SocketProbeControl<T> {
+  /** Settles with a value. */
+  ok(value: T): void
+  /** Settles with an error, recorded in the run's Reachability when it is endpoint-level. */
+  fail(error: ProbeError): void
+  /** The socket to destroy however the probe ends; its errors go through onError. */
+  adopt<S extends net.Socket>(socket: S): S
+}
+
+/**
+ * The life of a one-socket probe: settles exactly once, under the deadline, destroying its
+ * socket on every path, turning socket errors, throws, time-out and abort into ProbeErrors.
+ */
+export function socketProbe<T>(p: {
+  key: string
+  /** "connecting to 127.0.0.1:80", for the cancellation message. */
+  what: string
+  opts: ProbeOptions
+  startedAt: number
+  onDeadline: () => ProbeError
+  onError: (err: unknown) => ProbeError
+  start: (control: SocketProbeControl<T>) => void
+}): Promise<ProbeResult<T>> {
+  return new Promise((resolve) => {
+    const deadline = startDeadline(p.opts)
+    let socket: net.Socket | undefined
+    let settled = false
+    const settle = (r: ProbeResult<T>): void => {
+      if (settled) return
+      settled = true
+      deadline.clear()
+      deadline.signal.removeEventListener('abort', onAbort)
+      socket?.destroy()
+      resolve(r)
+    }
+    const control: SocketProbeControl<T> = {
+      ok: (value) => settle(probeOk(value, p.startedAt)),
+      fail: (error) => {
+        p.opts.reach?.record(p.key, error)
+        settle(probeFail(error, p.startedAt))
+      },
+      adopt: (s) => {
+        socket = s
+        s.on('error', (err) => control.fail(p.onError(err)))
+        if (settled) s.destroy()
+        return s
+      },
+    }
+    const onAbort = (): void => {
+      if (deadline.cause === 'aborted') settle(probeFail(abortedError(p.what), p.startedAt))
+      else control.fail(p.onDeadline())
+    }
+    deadline.signal.addEventListener('abort', onAbort, {once: true})
+    if (deadline.signal.aborted) return onAbort()
+    try {
+      p.start(control)
+    } catch (err) {
+      control.fail(p.onError(err))
+    }
+  })
+}
+
 // ---------------------------------------------------------------------------------------------
 // Probes
 
@@ -150,40 +216,20 @@ export async function tcpConnect(hostOrBracketed: string, port: number, opts: Pr
   if (known) return probeFail(known, startedAt)
   if (opts.signal?.aborted) return probeFail(abortedError(`connecting to ${key}`), startedAt)
 
-  return new Promise((resolve) => {
-    const deadline = startDeadline(opts)
-    let socket: net.Socket | undefined
-    let settled = false
-    const finish = (r: ProbeResult<TcpConnectResult>): void => {
-      if (settled) return
-      settled = true
-      deadline.clear()
-      deadline.signal.removeEventListener('abort', onDeadline)
-      socket?.destroy()
-      resolve(r)
-    }
-    const fail = (error: ProbeError): void => {
-      opts.reach?.record(key, error)
-      finish(probeFail(error, startedAt))
-    }
-    const onDeadline = (): void => {
-      if (deadline.cause === 'aborted') return finish(probeFail(abortedError(`connecting to ${key}`), startedAt))
-      fail({kind: 'timeout', message: `no answer from ${key} within ${formatMs(opts.timeoutMs)} (connect timed out): the host is down or a firewall drops the packets`})
-    }
-    deadline.signal.addEventListener('abort', onDeadline, {once: true})
-    if (deadline.signal.aborted) return onDeadline()
-
-    try {
-      socket = net.connect({host, port})
-    } catch (err) {
-      return fail(socketError(err, host, key))
-    }
-    const s = socket
-    s.once('connect', () => {
-      const address = s.remoteAddress ?? host
-      finish(probeOk({host, address, family: familyOf(s.remoteFamily, address), port}, startedAt))
-    })
-    s.on('error', (err) => fail(socketError(err, host, key)))
+  return socketProbe<TcpConnectResult>({
+    key,
+    what: `connecting to ${key}`,
+    opts,
+    startedAt,
+    onDeadline: () => ({kind: 'timeout', message: connectTimeoutMessage(key, opts.timeoutMs)}),
+    onError: (err) => socketError(err, host, key),
+    start: (probe) => {
+      const s = probe.adopt(net.connect({host, port}))
+      s.once('connect', () => {
+        const address = s.remoteAddress ?? host
+        probe.ok({host, address, family: familyOf(s.remoteFamily, address), port})
+      })
+    },
   })
 }
 

@@ -9,7 +9,7 @@ import net from 'node:net'
 import tls from 'node:tls'
 
 import {Reachability} from './reach.js'
-import {abortedError, errorMessageOf, formatMs, socketError, startDeadline, stripBrackets} from './tcp.js'
+import {abortedError, connectTimeoutMessage, errorMessageOf, formatMs, socketError, socketProbe, stripBrackets} from './tcp.js'
 import {probeFail, probeOk} from './types.js'
 import type {ProbeError, ProbeOptions, ProbeResult} from './types.js'
 
@@ -303,6 +303,44 @@ function chainOf(socket: tls.TLSSocket): CertInfo[] {
   return chain
 }
 
+export function tlsStallMessage(key: string, ms: number): string {
+  return `${key} accepted the connection but did not complete a TLS handshake within ${formatMs(ms)}: is TLS enabled on that port?`
+}
+
+/** What a completed handshake showed: the chain, whether it verifies, whether it names the host. */
+function evaluate(s: tls.TLSSocket, host: string, port: number, servername: string): TlsHandshake {
+  const peer = s.getPeerCertificate()
+  let hostnameError: string | null = null
+  if (!peer || !peer.raw) hostnameError = 'the server presented no certificate'
+  else {
+    const mismatch = tls.checkServerIdentity(servername, peer)
+    if (mismatch) {
+      const reason = (mismatch as Error & {reason?: string}).reason ?? mismatch.message
+      hostnameError = `${(mismatch as NodeJS.ErrnoException).code ?? 'ERR_TLS_CERT_ALTNAME_INVALID'}: ${reason}`
+    }
+  }
+  // Node documents an Error but sets the verification code, a string.
+  const authError = s.authorizationError as unknown
+  const authorizationError = s.authorized
+    ? null
+    : authError instanceof Error
+      ? ((authError as NodeJS.ErrnoException).code ?? authError.message)
+      : authError
+        ? String(authError)
+        : 'unverified'
+  return {
+    host,
+    port,
+    servername,
+    protocol: s.getProtocol() ?? null,
+    chain: chainOf(s),
+    authorized: s.authorized,
+    authorizationError,
+    hostnameOk: hostnameError === null,
+    hostnameError,
+  }
+}
+
 /**
  * Completes a TLS handshake with host:port without trusting anything, then evaluates what the
  * server presented: chain verification (bundled CAs + caFile), host name, dates.
@@ -329,81 +367,33 @@ export async function tlsHandshake(
   const servername = o.servername ?? bare
   const sni = net.isIP(servername) ? undefined : servername
 
-  return new Promise((resolve) => {
-    const deadline = startDeadline(o)
-    let socket: tls.TLSSocket | undefined
-    let tcpConnected = false
-    let settled = false
-    const finish = (r: ProbeResult<TlsHandshake>): void => {
-      if (settled) return
-      settled = true
-      deadline.clear()
-      deadline.signal.removeEventListener('abort', onDeadline)
-      socket?.destroy()
-      resolve(r)
-    }
-    const fail = (error: ProbeError): void => {
-      o.reach?.record(key, error)
-      finish(probeFail(error, startedAt))
-    }
-    const onDeadline = (): void => {
-      if (deadline.cause === 'aborted') return finish(probeFail(abortedError(`the TLS handshake with ${key}`), startedAt))
-      const within = formatMs(o.timeoutMs)
-      fail(
-        tcpConnected
-          ? {kind: 'timeout', message: `${key} accepted the connection but did not complete a TLS handshake within ${within}: is TLS enabled on that port?`}
-          : {kind: 'timeout', message: `no answer from ${key} within ${within} (connect timed out): the host is down or a firewall drops the packets`},
+  let tcpConnected = false
+  return socketProbe<TlsHandshake>({
+    key,
+    what: `the TLS handshake with ${key}`,
+    opts: o,
+    startedAt,
+    onDeadline: () =>
+      tcpConnected
+        ? {kind: 'timeout', message: tlsStallMessage(key, o.timeoutMs)}
+        : {kind: 'timeout', message: connectTimeoutMessage(key, o.timeoutMs)},
+    onError: (err) => tlsError(err, bare, key),
+    start: (probe) => {
+      const s = probe.adopt(
+        tls.connect({
+          host: bare,
+          port,
+          ...(sni ? {servername: sni} : {}),
+          rejectUnauthorized: false,
+          // The host name is judged below, separately from the chain.
+          checkServerIdentity: () => undefined,
+          ...(caPem ? {secureContext: secureContextFor(caPem)} : {}),
+        }),
       )
-    }
-    deadline.signal.addEventListener('abort', onDeadline, {once: true})
-
-    try {
-      socket = tls.connect({
-        host: bare,
-        port,
-        ...(sni ? {servername: sni} : {}),
-        rejectUnauthorized: false,
-        // The host name is judged below, separately from the chain.
-        checkServerIdentity: () => undefined,
-        ...(caPem ? {secureContext: secureContextFor(caPem)} : {}),
+      s.once('connect', () => {
+        tcpConnected = true
       })
-    } catch (err) {
-      return fail(tlsError(err, bare, key))
-    }
-    const s = socket
-    s.once('connect', () => {
-      tcpConnected = true
-    })
-    s.on('error', (err) => fail(tlsError(err, bare, key)))
-    s.once('secureConnect', () => {
-      const chain = chainOf(s)
-      const peer = s.getPeerCertificate()
-      let hostnameError: string | null = null
-      if (!peer || !peer.raw) hostnameError = 'the server presented no certificate'
-      else {
-        const mismatch = tls.checkServerIdentity(servername, peer)
-        if (mismatch) {
-          const reason = (mismatch as Error & {reason?: string}).reason ?? mismatch.message
-          hostnameError = `${(mismatch as NodeJS.ErrnoException).code ?? 'ERR_TLS_CERT_ALTNAME_INVALID'}: ${reason}`
-        }
-      }
-      const authError = s.authorizationError as unknown
-      finish(
-        probeOk(
-          {
-            host: bare,
-            port,
-            servername,
-            protocol: s.getProtocol() ?? null,
-            chain,
-            authorized: s.authorized,
-            authorizationError: s.authorized ? null : authError instanceof Error ? ((authError as NodeJS.ErrnoException).code ?? authError.message) : authError ? String(authError) : 'unverified',
-            hostnameOk: hostnameError === null,
-            hostnameError,
-          },
-          startedAt,
-        ),
-      )
-    })
+      s.once('secureConnect', () => probe.ok(evaluate(s, bare, port, servername)))
+    },
   })
 }

@@ -8,25 +8,10 @@ import {afterAll, beforeAll, describe, expect, it} from 'vitest'
 import {bodyExcerpt, httpRequest, jsonBody, type HttpResponse} from '../../src/diagnostics/http.js'
 import {Reachability} from '../../src/diagnostics/reach.js'
 import {makePki, type Pki} from './fixtures/pki.js'
+import {LoopbackServers} from './fixtures/servers.js'
 
-const servers: net.Server[] = []
-const sockets = new Set<net.Socket>()
-
-function serve(srv: net.Server, host = '127.0.0.1'): Promise<number> {
-  servers.push(srv)
-  srv.on('connection', (s: net.Socket) => {
-    sockets.add(s)
-    s.on('close', () => sockets.delete(s))
-  })
-  srv.on('secureConnection', (s: net.Socket) => {
-    sockets.add(s)
-    s.on('close', () => sockets.delete(s))
-  })
-  return new Promise((resolve, reject) => {
-    srv.once('error', reject)
-    srv.listen(0, host, () => resolve((srv.address() as net.AddressInfo).port))
-  })
-}
+const net_ = new LoopbackServers()
+const serve = (srv: net.Server, host?: string): Promise<number> => net_.serve(srv, host)
 
 /** Behaves like the systems' HTTP APIs: JSON health, an HTML error page from a proxy, redirects, endless bodies. */
 function app(req: http.IncomingMessage, res: http.ServerResponse): void {
@@ -144,8 +129,7 @@ beforeAll(async () => {
 })
 afterAll(async () => {
   for (const t of lorisTimers) clearInterval(t)
-  for (const s of sockets) s.destroy()
-  await Promise.all(servers.map((s) => new Promise((r) => s.close(r))))
+  await net_.closeAll()
   pki.cleanup()
 })
 
@@ -241,8 +225,7 @@ describe('httpRequest: redirects', () => {
 
 describe('httpRequest: failures', () => {
   it('refused, remembered for the run', async () => {
-    const port = await serve(net.createServer())
-    await new Promise((r) => servers.pop()!.close(r))
+    const port = await net_.closedPort()
     const reach = new Reachability()
     const r = await httpRequest({url: `http://127.0.0.1:${port}/health`}, {timeoutMs: 1000, reach})
     expect(!r.ok && r.error.kind).toBe('refused')

@@ -14,19 +14,12 @@ import {
   parseSsListeners,
   processStartTime,
 } from '../../src/diagnostics/ports.js'
+import {LoopbackServers} from './fixtures/servers.js'
 
 const children: ChildProcess[] = []
 const strays: number[] = [] // grandchildren (forked workers) to kill as well
-const servers: net.Server[] = []
-
-function listen(host: string): Promise<number> {
-  const srv = net.createServer()
-  servers.push(srv)
-  return new Promise((resolve, reject) => {
-    srv.once('error', reject)
-    srv.listen(0, host, () => resolve((srv.address() as net.AddressInfo).port))
-  })
-}
+const servers = new LoopbackServers()
+const listen = (host: string): Promise<number> => servers.serve(net.createServer(), host)
 
 /** Starts a real process and waits for the first line it prints (the port it listens on). */
 function spawnListener(cmd: string, args: string[]): Promise<{child: ChildProcess; port: number; extra: string[]}> {
@@ -59,7 +52,7 @@ afterAll(async () => {
       // already gone
     }
   }
-  await Promise.all(servers.map((s) => new Promise((r) => s.close(r))))
+  await servers.closeAll()
 })
 
 describe('decoding /proc/net/tcp', () => {
@@ -155,8 +148,7 @@ describe('listenersOnPort', () => {
   })
 
   it('nothing on a free port', async () => {
-    const port = await listen('127.0.0.1')
-    await new Promise((res) => servers.pop()!.close(res))
+    const port = await servers.closedPort()
     const r = await listenersOnPort(port, {timeoutMs: 3000})
     expect(r.ok && r.value).toEqual([])
   })

@@ -4,50 +4,32 @@ import {afterAll, beforeAll, describe, expect, it} from 'vitest'
 
 import {Reachability} from '../../src/diagnostics/reach.js'
 import {formatMs, isLocalHost, isLoopbackHost, tcpConnect, tcpConnectEach} from '../../src/diagnostics/tcp.js'
+import {LoopbackServers} from './fixtures/servers.js'
 
-function listen(host: string): Promise<net.Server> {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer((s) => s.destroy())
-    srv.once('error', reject)
-    srv.listen(0, host, () => resolve(srv))
-  })
-}
-const portOf = (srv: net.Server): number => (srv.address() as net.AddressInfo).port
-
-/** A port nothing listens on: bound, read, closed. */
-async function freePort(host = '127.0.0.1'): Promise<number> {
-  const srv = await listen(host)
-  const port = portOf(srv)
-  await new Promise((r) => srv.close(r))
-  return port
-}
-
-let v4: net.Server
-let v6: net.Server
+const servers = new LoopbackServers()
+let v4Port: number
+let v6Port: number
 beforeAll(async () => {
-  v4 = await listen('127.0.0.1')
-  v6 = await listen('::1')
+  v4Port = await servers.serve(net.createServer((s) => s.destroy()), '127.0.0.1')
+  v6Port = await servers.serve(net.createServer((s) => s.destroy()), '::1')
 })
-afterAll(async () => {
-  await new Promise((r) => v4.close(r))
-  await new Promise((r) => v6.close(r))
-})
+afterAll(() => servers.closeAll())
 
 describe('tcpConnect', () => {
   it('connects over IPv4 and says which address answered', async () => {
-    const r = await tcpConnect('127.0.0.1', portOf(v4), {timeoutMs: 300})
+    const r = await tcpConnect('127.0.0.1', v4Port, {timeoutMs: 300})
     expect(r.ok).toBe(true)
-    if (r.ok) expect(r.value).toEqual({host: '127.0.0.1', address: '127.0.0.1', family: 4, port: portOf(v4)})
+    if (r.ok) expect(r.value).toEqual({host: '127.0.0.1', address: '127.0.0.1', family: 4, port: v4Port})
   })
 
   it('connects over IPv6 (::1)', async () => {
-    const r = await tcpConnect('::1', portOf(v6), {timeoutMs: 300})
+    const r = await tcpConnect('::1', v6Port, {timeoutMs: 300})
     expect(r.ok).toBe(true)
     if (r.ok) expect(r.value).toMatchObject({address: '::1', family: 6})
   })
 
   it('refused: names the endpoint and is remembered for the run', async () => {
-    const port = await freePort()
+    const port = await servers.closedPort()
     const reach = new Reachability()
     const r = await tcpConnect('127.0.0.1', port, {timeoutMs: 300, reach})
     expect(r.ok).toBe(false)
@@ -64,7 +46,7 @@ describe('tcpConnect', () => {
   })
 
   it('a listener on ::1 only refuses IPv4 on the same port', async () => {
-    const r = await tcpConnect('127.0.0.1', portOf(v6), {timeoutMs: 300})
+    const r = await tcpConnect('127.0.0.1', v6Port, {timeoutMs: 300})
     expect(!r.ok && r.error.kind).toBe('refused')
   })
 
@@ -90,7 +72,7 @@ describe('tcpConnect', () => {
     const r = await tcpConnect('192.0.2.123', 9, {timeoutMs: 5000, signal: ac.signal})
     expect(Date.now() - t0).toBeLessThan(1000)
     expect(!r.ok && r.error.kind).toMatch(/^(aborted|unreachable)$/)
-    const pre = await tcpConnect('127.0.0.1', portOf(v4), {timeoutMs: 300, signal: AbortSignal.abort()})
+    const pre = await tcpConnect('127.0.0.1', v4Port, {timeoutMs: 300, signal: AbortSignal.abort()})
     expect(!pre.ok && pre.error.kind).toBe('aborted')
   })
 
@@ -111,7 +93,7 @@ describe('tcpConnect', () => {
 
 describe('tcpConnectEach', () => {
   it('reports every address of a name separately', async () => {
-    const r = await tcpConnectEach('localhost', portOf(v4), {timeoutMs: 300})
+    const r = await tcpConnectEach('localhost', v4Port, {timeoutMs: 300})
     expect(r.length).toBeGreaterThanOrEqual(1)
     const ipv4 = r.find((x) => x.family === 4)
     expect(ipv4?.result.ok).toBe(true)
@@ -123,7 +105,7 @@ describe('tcpConnectEach', () => {
   })
 
   it('an IP literal is one entry; brackets are accepted', async () => {
-    const r = await tcpConnectEach('[::1]', portOf(v6), {timeoutMs: 300})
+    const r = await tcpConnectEach('[::1]', v6Port, {timeoutMs: 300})
     expect(r).toHaveLength(1)
     expect(r[0]).toMatchObject({address: '::1', family: 6})
     expect(r[0]?.result.ok).toBe(true)

@@ -9,22 +9,12 @@ import {afterAll, beforeAll, describe, expect, it} from 'vitest'
 import {Reachability} from '../../src/diagnostics/reach.js'
 import {certInfoFromPem, inspectCertFiles, readCaFile, tlsHandshake} from '../../src/diagnostics/tls.js'
 import {makePki, type Pki} from './fixtures/pki.js'
+import {LoopbackServers} from './fixtures/servers.js'
 
 let pki: Pki
-const servers: net.Server[] = []
-const sockets = new Set<net.Socket>()
+const net_ = new LoopbackServers()
+const serve = (srv: net.Server, host?: string): Promise<number> => net_.serve(srv, host)
 
-function serve(srv: net.Server, host = '127.0.0.1'): Promise<number> {
-  servers.push(srv)
-  srv.on('connection', (s: net.Socket) => {
-    sockets.add(s)
-    s.on('close', () => sockets.delete(s))
-  })
-  return new Promise((resolve, reject) => {
-    srv.once('error', reject)
-    srv.listen(0, host, () => resolve((srv.address() as net.AddressInfo).port))
-  })
-}
 function tlsServer(certFile: string, keyFile: string, host = '127.0.0.1'): Promise<number> {
   const srv = tls.createServer({cert: readFileSync(certFile), key: readFileSync(keyFile)}, (s) => s.end())
   srv.on('tlsClientError', () => {})
@@ -54,8 +44,7 @@ beforeAll(async () => {
   ])
 })
 afterAll(async () => {
-  for (const s of sockets) s.destroy()
-  await Promise.all(servers.map((s) => new Promise((r) => s.close(r))))
+  await net_.closeAll()
   pki.cleanup()
 })
 
@@ -182,8 +171,7 @@ describe('tlsHandshake', () => {
   })
 
   it('refused', async () => {
-    const port = await serve(net.createServer())
-    await new Promise((r) => servers.pop()!.close(r))
+    const port = await net_.closedPort()
     const r = await tlsHandshake('127.0.0.1', port, {timeoutMs: 300})
     expect(!r.ok && r.error.kind).toBe('refused')
   })
