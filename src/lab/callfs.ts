@@ -457,10 +457,13 @@ class RedisLocks {
   }
 
   async close(): Promise<void> {
+    let timer: ReturnType<typeof setTimeout> | undefined
     try {
-      await Promise.race([this.redis.quit(), new Promise((r) => setTimeout(r, 500))])
+      await Promise.race([this.redis.quit(), new Promise((r) => (timer = setTimeout(r, 500)))])
     } catch {
       // already gone
+    } finally {
+      clearTimeout(timer)
     }
     this.redis.disconnect()
   }
