@@ -83,7 +83,8 @@ export function decodeProcAddress(field: string): {address: string; port: number
   return null
 }
 
-interface Socket {
+/** One row of /proc/net/tcp{,6}. */
+export interface ProcSocket {
   address: string
   port: number
   family: 4 | 6
@@ -92,8 +93,8 @@ interface Socket {
 }
 
 /** The listening sockets on `port` in one /proc/net/tcp{,6} table. */
-export function parseProcNetTcp(text: string, port: number): Socket[] {
-  const out: Socket[] = []
+export function parseProcNetTcp(text: string, port: number): ProcSocket[] {
+  const out: ProcSocket[] = []
   for (const line of text.split('\n').slice(1)) {
     const f = line.trim().split(/\s+/)
     if (f.length < 10 || f[3] !== LISTEN) continue
@@ -337,7 +338,7 @@ export async function listenersOnPort(port: number, opts: ProbeOptions): Promise
     const v4 = tables[0]
     if (!v4?.ok) return await listenersFromSs(port, deadline, startedAt, opts)
 
-    const sockets: Socket[] = []
+    const sockets: ProcSocket[] = []
     for (const t of tables) if (t.ok) sockets.push(...parseProcNetTcp(t.text, port))
     // A dual-stack socket (::, v6only off) appears once, in tcp6; an inode is never listed twice.
     const unique = [...new Map(sockets.map((s, i) => [s.inode > 0 ? s.inode : -1 - i, s])).values()]
