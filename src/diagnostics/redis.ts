@@ -1,0 +1,562 @@
+// The one Redis client and the one key scanner (ioredis, loaded only when a probe runs).
+// SCAN, never KEYS: every command here does a bounded amount of work, so a diagnosis of a
+// production Redis never stalls it.
+import type {Redis} from 'ioredis'
+import {maskUrlPasswords} from '../config/mask.js'
+import {settleWithin} from './postgres.js'
+import {Reachability} from './reach.js'
+import {abortedError, errorMessageOf, formatMs, socketError} from './tcp.js'
+import {probeFail, probeOk, type ProbeError, type ProbeOptions, type ProbeResult} from './types.js'
+
+export interface RedisTarget {
+  url: string
+  /** From the target's *_env variable; wins over a password in the URL. */
+  password?: string
+}
+
+interface RedisEndpoint {
+  host: string
+  port: number
+  db: number
+  username: string | undefined
+  password: string | undefined
+  tls: boolean
+}
+
+function parseRedisUrl(url: string): RedisEndpoint {
+  const u = new URL(url)
+  if (u.protocol !== 'redis:' && u.protocol !== 'rediss:') throw new Error('not a redis:// URL')
+  const db = u.pathname.length > 1 ? Number(u.pathname.slice(1)) : 0
+  if (!Number.isInteger(db) || db < 0) throw new Error('bad database number')
+  return {
+    host: (u.hostname || '127.0.0.1').replace(/^\[(.*)\]$/, '$1'),
+    port: u.port ? Number(u.port) : 6379,
+    db,
+    username: u.username ? decodeURIComponent(u.username) : undefined,
+    password: u.password ? decodeURIComponent(u.password) : (u.searchParams.get('password') ?? undefined),
+    tls: u.protocol === 'rediss:',
+  }
+}
+
+/** redis://:secret@h:6379/0 → redis://:****@h:6379/0 (also user:secret@ and ?password=). */
+export function maskRedisUrl(url: string): string {
+  return maskUrlPasswords(url)
+}
+
+/** The Redis error prefix ("WRONGPASS", "NOAUTH", "OOM") or the errno. */
+function errorCode(error: unknown): string | undefined {
+  const e = error as {code?: unknown; message?: unknown; name?: unknown}
+  if (typeof e?.code === 'string') return e.code
+  if (e?.name === 'ReplyError' && typeof e.message === 'string') return /^([A-Z][A-Z_-]+)\b/.exec(e.message)?.[1]
+  return undefined
+}
+
+/** Turns whatever ioredis or Redis said into one actionable line. */
+function redisError(error: unknown, host: string, where: string, scrub: (text: string) => string): ProbeError {
+  const code = errorCode(error)
+  const said = scrub(errorMessageOf(error))
+  const tail = code ? {code} : {}
+  const isErrno = (error as {name?: unknown})?.name !== 'ReplyError' && typeof (error as {code?: unknown})?.code === 'string'
+  if (isErrno && code?.startsWith('E') && !code.startsWith('ERR_')) return socketError(error, host, where)
+  switch (code) {
+    case 'NOAUTH':
+      return {kind: 'auth', message: `Redis at ${where} requires a password (${said}) — set the password variable`, ...tail}
+    case 'WRONGPASS':
+      return {kind: 'auth', message: `Redis at ${where} refused the credentials (${said}) — check the password variable`, ...tail}
+    case 'NOPERM':
+      return {kind: 'permission', message: `Redis at ${where} denied a command to this user (${said}) — grant it in the ACL`, ...tail}
+    case 'OOM':
+      return {kind: 'capacity', message: `Redis at ${where} is out of memory (${said}) — check maxmemory and the eviction policy`, ...tail}
+    case 'READONLY':
+      return {kind: 'permission', message: `Redis at ${where} is a read-only replica (${said}) — point the redis URL at the primary`, ...tail}
+  }
+  if (/max(imum)? number of clients reached/i.test(said)) {
+    return {kind: 'capacity', message: `Redis at ${where} has no free client slots (${said}) — raise maxclients or find the leaking client`, ...tail}
+  }
+  if (/AUTH.*without any password configured|no password is set/i.test(said)) {
+    return {kind: 'auth', message: `Redis at ${where} has no password but one was given (${said}) — unset the password variable`, ...tail}
+  }
+  if (/^Command timed out/i.test(said)) {
+    return {kind: 'timeout', message: `Redis at ${where} did not answer a command in time — check its latency (SLOWLOG, INFO)`}
+  }
+  if (/certificate|SSL|TLS|self[- ]signed/i.test(said) || (code ?? '').startsWith('ERR_TLS') || (code ?? '').includes('CERT')) {
+    return {kind: 'tls', message: `TLS to Redis at ${where} failed (${said}) — check rediss:// and the certificate`, ...tail}
+  }
+  if (/Connection is closed/i.test(said)) {
+    return {kind: 'reset', message: `Redis at ${where} closed the connection — check the Redis log`, ...tail}
+  }
+  return {kind: 'other', message: `Redis at ${where}: ${said}`, ...tail}
+}
+
+/**
+ * Connects, proves the server answers (PING), runs `fn`, always disconnects. The whole call is
+ * bounded by opts.timeoutMs and opts.signal. An endpoint that refuses or never answers is
+ * recorded in opts.reach so the rest of the run does not wait on it again.
+ */
+export async function withRedis<T>(target: RedisTarget, opts: ProbeOptions, fn: (r: Redis) => Promise<T>): Promise<ProbeResult<T>> {
+  const startedAt = Date.now()
+  let endpoint: RedisEndpoint
+  try {
+    endpoint = parseRedisUrl(target.url)
+  } catch {
+    return probeFail({kind: 'other', message: `invalid Redis URL ${maskRedisUrl(target.url)} — expected redis://host:port/db`}, startedAt)
+  }
+  const key = Reachability.key(endpoint.host, endpoint.port)
+  const where = key
+  const known = opts.reach?.known(key)
+  if (known) return probeFail(known, startedAt)
+  if (opts.signal?.aborted) return probeFail(abortedError(`the Redis probe of ${where}`), startedAt)
+
+  const password = target.password ?? endpoint.password
+  const scrub = (text: string): string => (password && password.length >= 3 ? text.split(password).join('****') : text)
+  const {Redis: RedisClient} = await import('ioredis')
+  const r = new RedisClient({
+    host: endpoint.host,
+    port: endpoint.port,
+    db: endpoint.db,
+    username: endpoint.username,
+    password,
+    tls: endpoint.tls ? {servername: endpoint.host} : undefined,
+    lazyConnect: true,
+    connectTimeout: opts.timeoutMs,
+    commandTimeout: opts.timeoutMs,
+    enableOfflineQueue: false,
+    maxRetriesPerRequest: 0,
+    retryStrategy: () => null, // no reconnect storm against a struggling server
+    autoResubscribe: false,
+    // Our own PING proves readiness; ioredis' INFO-based check would print a warning for
+    // ACL users without INFO and wait out a dataset load instead of reporting it.
+    enableReadyCheck: false,
+  })
+  let firstError: unknown
+  let tcpConnected = false
+  let answered = false
+  r.on('error', (error: unknown) => (firstError ??= error))
+  r.on('connect', () => (tcpConnected = true))
+
+  const work = (async () => {
+    await r.connect()
+    try {
+      await r.ping()
+    } catch (error) {
+      if (errorCode(error) !== 'NOPERM') throw error // an answer all the same
+    }
+    answered = true
+    return fn(r)
+  })()
+  work.catch(() => {}) // settled below, or abandoned at the deadline
+
+  const settled = await settleWithin(work, opts)
+  r.disconnect()
+  const elapsed = Date.now() - startedAt
+  if (settled.state === 'done') return probeOk(settled.value, startedAt)
+  let error: ProbeError
+  if (settled.state === 'aborted') {
+    error = abortedError(`the Redis probe of ${where}`)
+  } else if (settled.state === 'timeout') {
+    error = !tcpConnected
+      ? {kind: 'timeout', message: `Redis at ${where} did not accept a connection within ${formatMs(opts.timeoutMs)} — check the host, port and firewall`}
+      : !answered
+        ? {kind: 'timeout', message: `Redis at ${where} accepted the connection but did not answer within ${formatMs(opts.timeoutMs)} — is it stopped, overloaded or busy (SLOWLOG, a long script)?`}
+        : {kind: 'timeout', message: `Redis at ${where} did not finish the probe within ${formatMs(opts.timeoutMs)} — check its latency (SLOWLOG, INFO)`}
+  } else {
+    // Before the first answer the 'error' event carries the cause; the rejection only says "Connection is closed".
+    error = redisError(answered ? settled.error : (firstError ?? settled.error), endpoint.host, where, scrub)
+  }
+  if (!answered) opts.reach?.record(key, error)
+  return {ok: false, error, durationMs: elapsed}
+}
+
+/** INFO (or one section) parsed to key → value; `# Section` headers are dropped. */
+export async function redisInfo(r: Redis, section?: string): Promise<Record<string, string>> {
+  const text = section ? await r.info(section) : await r.info()
+  const out: Record<string, string> = {}
+  for (const line of text.split(/\r?\n/)) {
+    if (!line || line.startsWith('#')) continue
+    const at = line.indexOf(':')
+    if (at > 0) out[line.slice(0, at)] = line.slice(at + 1)
+  }
+  return out
+}
+
+// ---------------------------------------------------------------------------------------
+// Keys
+
+export interface KeyInfo {
+  key: string
+  /** Milliseconds to expiry; -1 no expiry; -2 gone. */
+  pttl: number
+  /** OBJECT IDLETIME, when asked for and tracked (null under an LFU policy). */
+  idleSeconds: number | null
+  /** String value, capped at VALUE_CAP characters; null for other types or when not asked for. */
+  value: string | null
+}
+
+const VALUE_CAP = 200
+
+function capValue(v: unknown): string | null {
+  if (typeof v !== 'string') return null
+  return v.length > VALUE_CAP ? `${v.slice(0, VALUE_CAP - 1)}…` : v
+}
+
+/** A SCAN MATCH pattern that matches `prefix` literally, then anything. */
+export function prefixPattern(prefix: string): string {
+  return `${prefix.replace(/[*?[\]\\]/g, '\\$&')}*`
+}
+
+/**
+ * Keys matching `pattern`, in the batches SCAN returns, never blocking Redis: SCAN cursor
+ * MATCH pattern COUNT count. The next SCAN is already in flight while the caller works on a
+ * batch. Ends at cursor 0 or when `signal` aborts. A key may appear twice (SCAN's guarantee).
+ */
+export async function* scanKeys(r: Redis, pattern: string, o: {count?: number; signal?: AbortSignal} = {}): AsyncGenerator<string[]> {
+  const count = o.count ?? DEFAULT_SCAN_COUNT
+  let next: Promise<[string, string[]]> | undefined = r.scan('0', 'MATCH', pattern, 'COUNT', count)
+  try {
+    while (next) {
+      const [cursor, keys]: [string, string[]] = await next
+      next = cursor === '0' || o.signal?.aborted ? undefined : r.scan(cursor, 'MATCH', pattern, 'COUNT', count)
+      if (keys.length > 0) yield keys
+      if (o.signal?.aborted) return
+    }
+  } finally {
+    next?.catch(() => {}) // the consumer stopped early: nobody waits for the prefetched batch
+  }
+}
+
+/**
+ * One pipeline for a batch of keys: PTTL, then (optionally) OBJECT IDLETIME before GET, since
+ * GET resets the idle time that PTTL and OBJECT leave alone.
+ */
+export async function inspectKeys(r: Redis, keys: string[], o: {idle?: boolean; values?: boolean} = {}): Promise<KeyInfo[]> {
+  if (keys.length === 0) return []
+  const p = r.pipeline()
+  for (const key of keys) {
+    p.pttl(key)
+    if (o.idle) p.object('IDLETIME', key)
+    if (o.values) p.get(key)
+  }
+  const replies = (await p.exec()) ?? []
+  const per = 1 + (o.idle ? 1 : 0) + (o.values ? 1 : 0)
+  return keys.map((key, i) => {
+    const at = i * per
+    const pttl = replies[at]
+    const idle = o.idle ? replies[at + 1] : undefined
+    const value = o.values ? replies[at + per - 1] : undefined
+    return {
+      key,
+      pttl: !pttl?.[0] && typeof pttl?.[1] === 'number' ? pttl[1] : -2,
+      idleSeconds: !idle?.[0] && typeof idle?.[1] === 'number' ? idle[1] : null,
+      value: value && !value[0] ? capValue(value[1]) : null,
+    }
+  })
+}
+
+export interface ScanClassification {
+  /** Keys SCAN returned (MATCH filters server-side, so: keys under the prefix, duplicates included). */
+  scanned: number
+  /** Keys still present when inspected (scanned minus those gone meanwhile). */
+  matched: number
+  /** PTTL -1: never expires — for a lock, an orphan. */
+  withoutExpiry: KeyInfo[]
+  /** Expiry above maxTtlMs: longer than any healthy holder sets. */
+  expiryAbove: KeyInfo[]
+  /** Keys with an expiry within maxTtlMs. */
+  live: number
+  /** Live keys per value (for locks: per owner). */
+  liveByValue: Map<string, number>
+  durationMs: number
+  /** Stopped at maxKeys or by the signal before SCAN finished. */
+  truncated: boolean
+}
+
+/**
+ * COUNT per SCAN: how many hash-table slots each call walks. SCAN's own cost (~0.8 µs per key
+ * walked, prefix or not) dominates a scan; 1000 keeps each call near 1 ms, far under the 10 ms
+ * that would show in SLOWLOG, even on a busy host. Larger COUNTs save round trips but not
+ * Redis time, and push single calls towards 10 ms.
+ */
+const DEFAULT_SCAN_COUNT = 1000
+/** Pipelined fallback: batches whose PTTL/MGET pipelines may be in flight at once. */
+const IN_FLIGHT = 4
+/** For values that are not strings, in liveByValue. */
+const NOT_A_STRING = '(not a string)'
+
+/**
+ * One SCAN step and its classification, inside Redis: SCAN cursor MATCH pattern COUNT count,
+ * then for each key (up to `limit`) PTTL; anomalies (no expiry, or above maxTtl) get OBJECT
+ * IDLETIME then GET (GET resets the idle time); live keys are counted per value (capped) and
+ * never leave Redis. Read-only; each call does one SCAN's worth of work (~1 ms).
+ * Returns {cursor, walked, matched, live, {key, pttl, idle, value}..., {value, count}...}.
+ */
+const SCAN_BY_EXPIRY = `
+local step = redis.call('SCAN', ARGV[1], 'MATCH', ARGV[2], 'COUNT', ARGV[3])
+local keys = step[2]
+local maxTtl = tonumber(ARGV[4])
+local n = math.min(#keys, tonumber(ARGV[5]))
+local anomalies, owners = {}, {}
+local matched, live = 0, 0
+for i = 1, n do
+  local key = keys[i]
+  local pttl = redis.call('PTTL', key)
+  if pttl ~= -2 then
+    matched = matched + 1
+    if pttl == -1 or pttl > maxTtl then
+      local idle = redis.pcall('OBJECT', 'IDLETIME', key)
+      if type(idle) ~= 'number' then idle = -1 end
+      local v = redis.pcall('GET', key)
+      if type(v) ~= 'string' then v = false end
+      anomalies[#anomalies + 1] = key
+      anomalies[#anomalies + 1] = pttl
+      anomalies[#anomalies + 1] = idle
+      anomalies[#anomalies + 1] = v
+    else
+      live = live + 1
+      local v = redis.pcall('GET', key)
+      if type(v) == 'string' then v = string.sub(v, 1, ${VALUE_CAP}) else v = '${NOT_A_STRING}' end
+      owners[v] = (owners[v] or 0) + 1
+    end
+  end
+end
+local counts = {}
+for v, c in pairs(owners) do
+  counts[#counts + 1] = v
+  counts[#counts + 1] = c
+end
+return {step[1], n, matched, live, anomalies, counts}
+`
+
+/**
+ * Scans the keys under `prefix` and sorts them by expiry: none (pttl -1), above maxTtlMs, live.
+ * Only anomalies are kept as KeyInfo; live keys are counted (per value, for lock owners).
+ *
+ * The work runs in Redis, one bounded script call per SCAN step, so neither the live keys nor
+ * their values cross the network. A user without scripting (a read-only ACL: +@read) gets the
+ * same answer from pipelines: while SCAN n+1 is in flight, batch n's PTTLs go out, then one
+ * pipeline with OBJECT IDLETIME for its anomalies and one MGET for the whole batch.
+ */
+export async function scanByExpiry(
+  r: Redis,
+  prefix: string,
+  o: {maxTtlMs: number; count?: number; maxKeys?: number; signal?: AbortSignal},
+): Promise<ScanClassification> {
+  const startedAt = Date.now()
+  const result: ScanClassification = {
+    scanned: 0,
+    matched: 0,
+    withoutExpiry: [],
+    expiryAbove: [],
+    live: 0,
+    liveByValue: new Map(),
+    durationMs: 0,
+    truncated: false,
+  }
+  const maxKeys = o.maxKeys ?? Number.POSITIVE_INFINITY
+  const count = o.count ?? DEFAULT_SCAN_COUNT
+  const pattern = prefixPattern(prefix)
+  const addAnomaly = (info: KeyInfo): void => {
+    ;(info.pttl === -1 ? result.withoutExpiry : result.expiryAbove).push(info)
+  }
+  const addLive = (value: string, n: number): void => {
+    result.live += n
+    result.liveByValue.set(value, (result.liveByValue.get(value) ?? 0) + n)
+  }
+
+  let cursor = '0'
+  let first = true
+  let scripted = true
+  do {
+    if (o.signal?.aborted || result.scanned >= maxKeys) {
+      result.truncated = true
+      break
+    }
+    const limit = Math.min(maxKeys - result.scanned, 2 ** 31 - 1)
+    let reply: unknown
+    try {
+      reply = await runScript(r, SCAN_BY_EXPIRY, 0, [cursor, pattern, String(count), String(Math.trunc(o.maxTtlMs)), String(limit)])
+    } catch (error) {
+      if (!first || !scriptingUnavailable(error)) throw error
+      scripted = false
+      break
+    }
+    first = false
+    const [next, walked, matched, , anomalies, counts] = reply as [string, number, number, number, unknown[], unknown[]]
+    result.scanned += walked
+    result.matched += matched
+    for (let i = 0; i + 3 < anomalies.length; i += 4) {
+      const idle = anomalies[i + 2] as number
+      addAnomaly({key: String(anomalies[i]), pttl: anomalies[i + 1] as number, idleSeconds: idle >= 0 ? idle : null, value: capValue(anomalies[i + 3])})
+    }
+    for (let i = 0; i + 1 < counts.length; i += 2) addLive(String(counts[i]), Number(counts[i + 1]))
+    cursor = next
+    if (walked >= limit && cursor !== '0') result.truncated = true
+  } while (cursor !== '0' && !result.truncated)
+
+  if (!scripted) await scanByExpiryPipelined(r, pattern, count, maxKeys, o, result, addAnomaly, addLive)
+  result.durationMs = Date.now() - startedAt
+  return result
+}
+
+/** EVAL is denied (ACL without @scripting), renamed away, or cannot SCAN from a script. */
+function scriptingUnavailable(error: unknown): boolean {
+  return errorCode(error) === 'NOPERM' || /unknown command|not allowed from script/i.test(errorMessageOf(error))
+}
+
+async function scanByExpiryPipelined(
+  r: Redis,
+  pattern: string,
+  count: number,
+  maxKeys: number,
+  o: {maxTtlMs: number; signal?: AbortSignal},
+  result: ScanClassification,
+  addAnomaly: (info: KeyInfo) => void,
+  addLive: (value: string, n: number) => void,
+): Promise<void> {
+  const inFlight: Promise<void>[] = []
+  const classify = async (keys: string[]): Promise<void> => {
+    const ttls = await pipelined(r, keys, (p, key) => p.pttl(key))
+    const anomalies: number[] = []
+    ttls.forEach((t, i) => {
+      if (typeof t === 'number' && (t === -1 || t > o.maxTtlMs)) anomalies.push(i)
+    })
+    const p = r.pipeline()
+    for (const i of anomalies) p.object('IDLETIME', keys[i] as string)
+    p.mget(keys)
+    const replies = (await p.exec()) ?? []
+    const mget = replies[anomalies.length]
+    const values: unknown[] = mget && !mget[0] && Array.isArray(mget[1]) ? mget[1] : []
+    anomalies.forEach((i, n) => {
+      const idle = replies[n]
+      addAnomaly({
+        key: keys[i] as string,
+        pttl: ttls[i] as number,
+        idleSeconds: idle && !idle[0] && typeof idle[1] === 'number' ? idle[1] : null,
+        value: capValue(values[i]),
+      })
+    })
+    ttls.forEach((t, i) => {
+      if (typeof t !== 'number' || t === -2) return
+      result.matched++
+      if (t !== -1 && t <= o.maxTtlMs) addLive(capValue(values[i]) ?? NOT_A_STRING, 1)
+    })
+  }
+
+  let scanFailure: {error: unknown} | undefined
+  try {
+    for await (const batch of scanKeys(r, pattern, {count, signal: o.signal})) {
+      let keys = batch
+      if (result.scanned + keys.length >= maxKeys) {
+        keys = keys.slice(0, maxKeys - result.scanned)
+        result.truncated = true
+      }
+      result.scanned += keys.length
+      inFlight.push(classify(keys))
+      if (inFlight.length >= IN_FLIGHT) await inFlight.shift()
+      if (result.truncated) break
+    }
+    if (o.signal?.aborted) result.truncated = true
+  } catch (error) {
+    scanFailure = {error}
+  }
+  // Even when SCAN failed, wait for the pipelines already sent, then surface the first failure.
+  const failed = (await Promise.allSettled(inFlight)).find((s): s is PromiseRejectedResult => s.status === 'rejected')
+  if (scanFailure) throw scanFailure.error
+  if (failed) throw failed.reason
+}
+
+const scriptShas = new WeakMap<Redis, Map<string, string>>()
+
+/**
+ * EVALSHA of a script loaded once per client (SCRIPT LOAD); EVAL when the script cache was
+ * flushed (NOSCRIPT) or SCRIPT LOAD is not allowed for this user.
+ */
+async function runScript(r: Redis, lua: string, numKeys: number, args: string[]): Promise<unknown> {
+  let shas = scriptShas.get(r)
+  if (!shas) scriptShas.set(r, (shas = new Map()))
+  let sha = shas.get(lua)
+  if (sha === undefined) {
+    try {
+      sha = String(await r.script('LOAD', lua))
+    } catch (error) {
+      if (!scriptingUnavailable(error)) throw error
+      sha = ''
+    }
+    shas.set(lua, sha)
+  }
+  if (sha) {
+    try {
+      return await r.evalsha(sha, numKeys, ...args)
+    } catch (error) {
+      if (errorCode(error) !== 'NOSCRIPT') throw error
+      shas.delete(lua)
+    }
+  }
+  return r.eval(lua, numKeys, ...args)
+}
+
+/** One command per key in one pipeline; the replies, with errors as undefined. */
+async function pipelined(
+  r: Redis,
+  keys: string[],
+  add: (p: ReturnType<Redis['pipeline']>, key: string) => unknown,
+): Promise<unknown[]> {
+  const p = r.pipeline()
+  for (const key of keys) add(p, key)
+  const replies = (await p.exec()) ?? []
+  return replies.map(([error, value]) => (error ? undefined : value))
+}
+
+// ---------------------------------------------------------------------------------------
+// Guarded deletion
+
+/**
+ * For each key: delete it only if it still holds the expected value AND still has no expiry
+ * (or one above the limit) — atomically, per batch. So a lock re-acquired by a new owner, or
+ * given an expiry, between the diagnosis and the fix is left alone.
+ * Returns per key: 0 deleted, 1 value changed, 2 has expiry, 3 gone.
+ */
+const COMPARE_AND_DELETE = `
+local limit = tonumber(ARGV[1])
+local out = {}
+for i, key in ipairs(KEYS) do
+  local t = redis.call('TYPE', key)['ok']
+  if t == 'none' then
+    out[i] = 3
+  elseif t ~= 'string' or redis.call('GET', key) ~= ARGV[i + 1] then
+    out[i] = 1
+  else
+    local pttl = redis.call('PTTL', key)
+    if pttl ~= -1 and pttl <= limit then
+      out[i] = 2
+    else
+      redis.call('DEL', key)
+      out[i] = 0
+    end
+  end
+end
+return out
+`
+const CAD_BATCH = 200
+const KEPT_REASONS = ['value-changed', 'has-expiry', 'gone'] as const
+
+export async function compareAndDelete(
+  r: Redis,
+  items: Array<{key: string; value: string}>,
+  o: {maxTtlMs: number},
+): Promise<{deleted: string[]; kept: Array<{key: string; reason: 'value-changed' | 'has-expiry' | 'gone'}>}> {
+  const deleted: string[] = []
+  const kept: Array<{key: string; reason: (typeof KEPT_REASONS)[number]}> = []
+  if (items.length === 0) return {deleted, kept}
+  for (let at = 0; at < items.length; at += CAD_BATCH) {
+    const batch = items.slice(at, at + CAD_BATCH)
+    const args = [...batch.map((i) => i.key), String(Math.trunc(o.maxTtlMs)), ...batch.map((i) => i.value)]
+    const codes = await runScript(r, COMPARE_AND_DELETE, batch.length, args)
+    const list = Array.isArray(codes) ? codes : []
+    batch.forEach((item, i) => {
+      const code = Number(list[i])
+      if (code === 0) deleted.push(item.key)
+      else kept.push({key: item.key, reason: KEPT_REASONS[code - 1] ?? 'gone'})
+    })
+  }
+  return {deleted, kept}
+}

@@ -1,0 +1,440 @@
+import {spawnSync} from 'node:child_process'
+import {resolve} from 'node:path'
+import type {Redis} from 'ioredis'
+import {afterAll, beforeAll, beforeEach, describe, expect, it} from 'vitest'
+import {Reachability} from '../../src/diagnostics/reach.js'
+import {
+  compareAndDelete,
+  inspectKeys,
+  maskRedisUrl,
+  prefixPattern,
+  redisInfo,
+  scanByExpiry,
+  scanKeys,
+  withRedis,
+  type ScanClassification,
+} from '../../src/diagnostics/redis.js'
+import {freePort} from '../support/ports.js'
+import {startRedis, type TestRedis} from '../support/redis.js'
+
+const TIMEOUT = 300
+const OWNER_A = 'a'.repeat(32)
+const OWNER_B = 'b'.repeat(32)
+const OWNER_NEW = 'c'.repeat(32)
+
+let redis: TestRedis
+let admin: Redis
+beforeAll(async () => {
+  redis = await startRedis()
+  admin = await redis.client()
+})
+afterAll(async () => {
+  admin?.disconnect()
+  await redis?.stop()
+})
+
+/** Connections to the server other than `admin`'s, once closing ones are gone (up to 1 s). */
+async function otherClients(): Promise<number> {
+  const mine = String(await admin.client('ID'))
+  let n = 0
+  for (let i = 0; i < 50; i++) {
+    const list = String(await admin.client('LIST'))
+    n = list.split('\n').filter((l) => l.trim() && !l.startsWith(`id=${mine} `)).length
+    if (n === 0) break
+    await new Promise((r) => setTimeout(r, 20))
+  }
+  return n
+}
+
+describe('withRedis', () => {
+  it('connects, runs the probe and disconnects', async () => {
+    const res = await withRedis({url: redis.url}, {timeoutMs: 2000}, async (r) => ({pong: await r.ping(), db: await r.dbsize()}))
+    expect(res).toMatchObject({ok: true, value: {pong: 'PONG'}})
+    expect(res.durationMs).toBeGreaterThanOrEqual(0)
+    expect(await otherClients()).toBe(0)
+  })
+
+  it('selects the database in the URL', async () => {
+    await admin.select(3)
+    await admin.set('in-db-3', 'x')
+    await admin.select(0)
+    const res = await withRedis({url: `redis://127.0.0.1:${redis.port}/3`}, {timeoutMs: 2000}, (r) => r.get('in-db-3'))
+    expect(res).toMatchObject({ok: true, value: 'x'})
+  })
+
+  it('refused: says nothing listens, and the run remembers the endpoint', async () => {
+    const port = await freePort()
+    const reach = new Reachability()
+    const first = await withRedis({url: `redis://127.0.0.1:${port}/0`}, {timeoutMs: 2000, reach}, (r) => r.ping())
+    expect(first).toMatchObject({ok: false, error: {kind: 'refused', code: 'ECONNREFUSED'}})
+    if (!first.ok) expect(first.error.message).toContain(`127.0.0.1:${port}`)
+    let ran = false
+    const second = await withRedis({url: `redis://127.0.0.1:${port}/0`}, {timeoutMs: 2000, reach}, async (r) => {
+      ran = true
+      return r.ping()
+    })
+    expect(ran).toBe(false)
+    expect(second).toMatchObject({ok: false, error: {kind: 'refused'}})
+    if (!second.ok) expect(second.error.message).toContain('earlier in this run')
+  })
+
+  it('an invalid URL is an error value, not a throw', async () => {
+    const res = await withRedis({url: 'http://:hunter22@x/0'}, {timeoutMs: 500}, (r) => r.ping())
+    expect(res).toMatchObject({ok: false, error: {kind: 'other'}})
+    if (!res.ok) expect(res.error.message).not.toContain('hunter22')
+  })
+
+  it('a failure inside the probe function is reported, and the client still disconnects', async () => {
+    const res = await withRedis({url: redis.url}, {timeoutMs: 2000}, async (r) => {
+      await r.ping()
+      throw new Error('the check broke')
+    })
+    expect(res).toMatchObject({ok: false, error: {kind: 'other', message: expect.stringContaining('the check broke')}})
+    expect(await otherClients()).toBe(0)
+  })
+
+  describe('with requirepass', () => {
+    let locked: TestRedis
+    const password = 'correct-horse-battery'
+    beforeAll(async () => {
+      locked = await startRedis({password})
+    })
+    afterAll(() => locked?.stop())
+
+    it('the password variable authenticates (and wins over one in the URL)', async () => {
+      const url = `redis://:stale-url-pass@127.0.0.1:${locked.port}/0`
+      const res = await withRedis({url, password}, {timeoutMs: 2000}, (r) => r.ping())
+      expect(res).toMatchObject({ok: true, value: 'PONG'})
+    })
+
+    it('a wrong password is an auth error that never shows the password', async () => {
+      const res = await withRedis({url: locked.url, password: 'wrong-password-123'}, {timeoutMs: 2000}, (r) => r.ping())
+      expect(res).toMatchObject({ok: false, error: {kind: 'auth', code: 'WRONGPASS'}})
+      if (!res.ok) {
+        expect(res.error.message).toContain('check the password variable')
+        expect(res.error.message).not.toContain('wrong-password-123')
+      }
+    })
+
+    it('no password is an auth error asking for one', async () => {
+      const res = await withRedis({url: locked.url}, {timeoutMs: 2000}, (r) => r.ping())
+      expect(res).toMatchObject({ok: false, error: {kind: 'auth', code: 'NOAUTH'}})
+    })
+  })
+
+  it('a stopped server (accepts, never answers) times out at the deadline, and is remembered', async () => {
+    const reach = new Reachability()
+    redis.pause()
+    try {
+      const started = Date.now()
+      const res = await withRedis({url: redis.url}, {timeoutMs: TIMEOUT, reach}, (r) => r.ping())
+      const took = Date.now() - started
+      expect(res).toMatchObject({ok: false, error: {kind: 'timeout'}})
+      if (!res.ok) expect(res.error.message).toBe(`Redis at 127.0.0.1:${redis.port} accepted the connection but did not answer within 300ms — is it stopped, overloaded or busy (SLOWLOG, a long script)?`)
+      expect(took).toBeGreaterThanOrEqual(TIMEOUT - 5)
+      expect(took).toBeLessThan(TIMEOUT + 300)
+      expect(reach.known(`127.0.0.1:${redis.port}`)?.kind).toBe('timeout')
+    } finally {
+      redis.resume()
+    }
+  })
+
+  it('a command that stalls after connecting times out without marking the endpoint dead', async () => {
+    const reach = new Reachability()
+    const started = Date.now()
+    // DEBUG SLEEP blocks the server after our PING was answered.
+    const res = await withRedis({url: redis.url}, {timeoutMs: TIMEOUT, reach}, (r) => r.call('DEBUG', 'SLEEP', '0.6'))
+    expect(Date.now() - started).toBeLessThan(TIMEOUT + 300)
+    expect(res).toMatchObject({ok: false, error: {kind: 'timeout'}})
+    expect(reach.known(`127.0.0.1:${redis.port}`)).toBeUndefined()
+    await new Promise((r) => setTimeout(r, 400)) // let the sleep end before the next test
+  })
+
+  it('an abort ends the probe at once', async () => {
+    redis.pause()
+    try {
+      const controller = new AbortController()
+      setTimeout(() => controller.abort(), 50)
+      const started = Date.now()
+      const res = await withRedis({url: redis.url}, {timeoutMs: 5000, signal: controller.signal}, (r) => r.ping())
+      expect(Date.now() - started).toBeLessThan(1000)
+      expect(res).toMatchObject({ok: false, error: {kind: 'aborted'}})
+      const pre = await withRedis({url: redis.url}, {timeoutMs: 5000, signal: AbortSignal.abort()}, (r) => r.ping())
+      expect(pre).toMatchObject({ok: false, error: {kind: 'aborted'}})
+    } finally {
+      redis.resume()
+    }
+  })
+
+  it('NOPERM is a permission error', async () => {
+    await admin.call('ACL', 'SETUSER', 'limited', 'on', '>limited-pass', '~*', '+@all', '-get')
+    const url = `redis://limited@127.0.0.1:${redis.port}/0`
+    const res = await withRedis({url, password: 'limited-pass'}, {timeoutMs: 2000}, (r) => r.get('anything'))
+    expect(res).toMatchObject({ok: false, error: {kind: 'permission', code: 'NOPERM'}})
+  })
+
+  it('OOM is a capacity error', async () => {
+    const small = await startRedis({args: ['--maxmemory', '2mb', '--maxmemory-policy', 'noeviction']})
+    try {
+      const res = await withRedis({url: small.url}, {timeoutMs: 2000}, async (r) => {
+        for (let i = 0; i < 50; i++) await r.set(`big:${i}`, 'x'.repeat(200_000))
+      })
+      expect(res).toMatchObject({ok: false, error: {kind: 'capacity', code: 'OOM'}})
+    } finally {
+      await small.stop()
+    }
+  })
+
+  it('redisInfo parses INFO into key → value', async () => {
+    const res = await withRedis({url: redis.url}, {timeoutMs: 2000}, async (r) => [await redisInfo(r), await redisInfo(r, 'memory')] as const)
+    expect(res.ok).toBe(true)
+    if (!res.ok) return
+    const [all, memory] = res.value
+    expect(all.tcp_port).toBe(String(redis.port))
+    expect(Number(memory.used_memory)).toBeGreaterThan(0)
+    expect(memory.tcp_port).toBeUndefined()
+    expect(Object.keys(all).some((k) => k.startsWith('#'))).toBe(false)
+  })
+})
+
+describe('maskRedisUrl', () => {
+  it('hides passwords in the userinfo and the query', () => {
+    expect(maskRedisUrl('redis://:secret@h:6379/0')).toBe('redis://:****@h:6379/0')
+    expect(maskRedisUrl('rediss://callfs:secret@h:6380/1')).toBe('rediss://callfs:****@h:6380/1')
+    expect(maskRedisUrl('redis://h:6379/0?password=secret')).toBe('redis://h:6379/0?password=****')
+    expect(maskRedisUrl('redis://127.0.0.1:6379/0')).toBe('redis://127.0.0.1:6379/0')
+  })
+})
+
+// ---------------------------------------------------------------------------------------
+// Keys
+
+const PREFIX = 'callfs:lock:'
+const MAX_TTL = 60_000
+
+/** Plants what a CallFS Redis holds: live locks (30 s), orphans, a lock given a long expiry, other prefixes. */
+async function plant(): Promise<{orphans: string[]; above: string[]; others: Map<string, string>}> {
+  await admin.flushall()
+  const p = admin.pipeline()
+  for (let i = 0; i < 300; i++) p.set(`${PREFIX}file:/live/${i}.txt`, i % 3 === 0 ? OWNER_B : OWNER_A, 'PX', 30_000)
+  const orphans = Array.from({length: 25}, (_, i) => `${PREFIX}file:/orphan/${i}.txt`)
+  for (const key of orphans) p.set(key, OWNER_A)
+  const above = [`${PREFIX}dir:/long-expiry`]
+  p.set(above[0] as string, OWNER_B, 'PX', 3_600_000)
+  const others = new Map<string, string>()
+  for (let i = 0; i < 200; i++) others.set(`callfs:md:/file-${i}`, `{"size":${i}}`)
+  others.set('callfs:sul:token', 'x')
+  others.set('callfs:lockout', 'not a lock') // shares the prefix's letters, not the prefix
+  for (const [k, v] of others) p.set(k, v) // no expiry: must never be reported or touched
+  await p.exec()
+  return {orphans, above, others}
+}
+
+async function othersUntouched(others: Map<string, string>): Promise<void> {
+  const keys = [...others.keys()]
+  const values = await admin.mget(keys)
+  expect(values).toEqual([...others.values()])
+  for (const key of keys.slice(0, 20)) expect(await admin.pttl(key)).toBe(-1)
+}
+
+function checkClassification(c: ScanClassification, planted: {orphans: string[]; above: string[]}): void {
+  expect(c.scanned).toBeGreaterThanOrEqual(326)
+  expect(c.matched).toBe(c.scanned)
+  expect(c.withoutExpiry.map((k) => k.key).sort()).toEqual([...planted.orphans].sort())
+  expect(c.expiryAbove.map((k) => k.key)).toEqual(planted.above)
+  for (const k of c.withoutExpiry) {
+    expect(k.pttl).toBe(-1)
+    expect(k.value).toBe(OWNER_A)
+    expect(k.idleSeconds).toBeGreaterThanOrEqual(0)
+  }
+  expect(c.expiryAbove[0]?.pttl).toBeGreaterThan(MAX_TTL)
+  expect(c.expiryAbove[0]?.value).toBe(OWNER_B)
+  expect(c.live).toBe(300)
+  expect(Object.fromEntries(c.liveByValue)).toEqual({[OWNER_A]: 200, [OWNER_B]: 100})
+  expect(c.truncated).toBe(false)
+}
+
+describe('scanByExpiry', () => {
+  it('finds the orphans and the over-long expiries among live locks, counts live locks per owner, leaves other prefixes alone', async () => {
+    const planted = await plant()
+    const c = await scanByExpiry(admin, PREFIX, {maxTtlMs: MAX_TTL, count: 50})
+    checkClassification(c, planted)
+    expect(c.durationMs).toBeGreaterThanOrEqual(0)
+    await othersUntouched(planted.others)
+  })
+
+  it('gives the same answer, by pipelines, to a user without scripting (read-only ACL)', async () => {
+    const planted = await plant()
+    await admin.call('ACL', 'SETUSER', 'reader', 'on', '>reader-pass', '~*', '+@read', '+@connection')
+    const res = await withRedis({url: `redis://reader@127.0.0.1:${redis.port}/0`, password: 'reader-pass'}, {timeoutMs: 5000}, async (r) => {
+      await expect(r.eval('return 1', 0)).rejects.toThrow(/NOPERM/) // really no scripting
+      return scanByExpiry(r, PREFIX, {maxTtlMs: MAX_TTL, count: 50})
+    })
+    expect(res.ok).toBe(true)
+    if (res.ok) checkClassification(res.value, planted)
+    await othersUntouched(planted.others)
+  })
+
+  it('reads idle times before anything touches the keys', async () => {
+    await admin.call('ACL', 'SETUSER', 'reader', 'on', '>reader-pass', '~*', '+@read', '+@connection')
+    const viaScript = (): Promise<ScanClassification> => scanByExpiry(admin, PREFIX, {maxTtlMs: MAX_TTL})
+    const viaPipelines = async (): Promise<ScanClassification | undefined> => {
+      const res = await withRedis({url: `redis://reader@127.0.0.1:${redis.port}/0`, password: 'reader-pass'}, {timeoutMs: 5000}, (r) =>
+        scanByExpiry(r, PREFIX, {maxTtlMs: MAX_TTL}),
+      )
+      return res.ok ? res.value : undefined
+    }
+    for (const scan of [viaScript, viaPipelines]) {
+      await admin.flushall()
+      await admin.set('template', OWNER_A)
+      // An orphan untouched for 100 s (RESTORE … IDLETIME sets its LRU clock). Reading its
+      // value before OBJECT IDLETIME would make that 0.
+      await admin.call('RESTORE', `${PREFIX}file:/old`, '0', await admin.dumpBuffer('template'), 'IDLETIME', '100')
+      const c = await scan()
+      expect(c?.withoutExpiry[0]?.key).toBe(`${PREFIX}file:/old`)
+      expect(c?.withoutExpiry[0]?.idleSeconds).toBeGreaterThanOrEqual(100)
+      expect(c?.withoutExpiry[0]?.value).toBe(OWNER_A)
+    }
+  })
+
+  it('stops at maxKeys and says so', async () => {
+    await plant()
+    const c = await scanByExpiry(admin, PREFIX, {maxTtlMs: MAX_TTL, count: 20, maxKeys: 40})
+    expect(c.scanned).toBe(40)
+    expect(c.truncated).toBe(true)
+    expect(c.live + c.withoutExpiry.length + c.expiryAbove.length).toBe(40)
+  })
+
+  it('stops when aborted', async () => {
+    await plant()
+    const c = await scanByExpiry(admin, PREFIX, {maxTtlMs: MAX_TTL, signal: AbortSignal.abort()})
+    expect(c.truncated).toBe(true)
+    expect(c.scanned).toBe(0)
+  })
+
+  it('treats the prefix literally (glob characters in it match only themselves)', async () => {
+    await admin.flushall()
+    await admin.set('we*rd:1', 'v')
+    await admin.set('weXrd:2', 'v')
+    expect(prefixPattern('we*rd:')).toBe('we\\*rd:*')
+    const c = await scanByExpiry(admin, 'we*rd:', {maxTtlMs: MAX_TTL})
+    expect(c.withoutExpiry.map((k) => k.key)).toEqual(['we*rd:1'])
+  })
+})
+
+describe('scanKeys and inspectKeys', () => {
+  beforeEach(async () => {
+    await plant()
+  })
+
+  it('scanKeys yields every matching key in batches, never others', async () => {
+    const seen = new Set<string>()
+    let batches = 0
+    for await (const batch of scanKeys(admin, prefixPattern(PREFIX), {count: 30})) {
+      batches++
+      for (const k of batch) seen.add(k)
+    }
+    expect(batches).toBeGreaterThan(1)
+    expect(seen.size).toBe(326)
+    expect([...seen].every((k) => k.startsWith(PREFIX))).toBe(true)
+  })
+
+  it('scanKeys stops when the signal aborts, and a consumer may stop early', async () => {
+    const controller = new AbortController()
+    let batches = 0
+    for await (const _batch of scanKeys(admin, '*', {count: 10, signal: controller.signal})) {
+      batches++
+      controller.abort()
+    }
+    expect(batches).toBe(1)
+    for await (const _batch of scanKeys(admin, '*', {count: 10})) break
+    expect(await admin.ping()).toBe('PONG')
+  })
+
+  it('inspectKeys reports PTTL, idle time and capped string values; gone keys are -2', async () => {
+    await admin.set('long', 'v'.repeat(500))
+    await admin.hset('a-hash', 'f', '1')
+    const infos = await inspectKeys(admin, [`${PREFIX}file:/orphan/0.txt`, `${PREFIX}file:/live/1.txt`, 'long', 'a-hash', 'missing'], {idle: true, values: true})
+    expect(infos[0]).toMatchObject({pttl: -1, value: OWNER_A})
+    expect(infos[0]?.idleSeconds).toBeGreaterThanOrEqual(0)
+    expect(infos[1]?.pttl).toBeGreaterThan(0)
+    expect(infos[1]?.pttl).toBeLessThanOrEqual(30_000)
+    expect(infos[2]?.value).toHaveLength(200)
+    expect(infos[3]).toMatchObject({pttl: -1, value: null})
+    expect(infos[4]).toMatchObject({key: 'missing', pttl: -2, idleSeconds: null, value: null})
+    expect(await inspectKeys(admin, [`${PREFIX}file:/orphan/0.txt`])).toEqual([{key: `${PREFIX}file:/orphan/0.txt`, pttl: -1, idleSeconds: null, value: null}])
+  })
+})
+
+describe('compareAndDelete', () => {
+  it('deletes a true orphan; leaves a lock re-acquired by a new owner, one given an expiry, and one already gone', async () => {
+    const planted = await plant()
+    const [orphan, reacquired, expiring, gone, wrongType] = planted.orphans as [string, string, string, string, string]
+    // Between diagnosis and fix: a new owner takes one lock, another gets an expiry, one is released.
+    await admin.set(reacquired, OWNER_NEW, 'PX', 30_000)
+    await admin.pexpire(expiring, 30_000)
+    await admin.del(gone)
+    await admin.del(wrongType)
+    await admin.hset(wrongType, 'owner', OWNER_A)
+    const items = [orphan, reacquired, expiring, gone, wrongType].map((key) => ({key, value: OWNER_A}))
+    const res = await compareAndDelete(admin, items, {maxTtlMs: MAX_TTL})
+    expect(res.deleted).toEqual([orphan])
+    expect(res.kept).toEqual([
+      {key: reacquired, reason: 'value-changed'},
+      {key: expiring, reason: 'has-expiry'},
+      {key: gone, reason: 'gone'},
+      {key: wrongType, reason: 'value-changed'},
+    ])
+    expect(await admin.exists(orphan)).toBe(0)
+    expect(await admin.get(reacquired)).toBe(OWNER_NEW)
+    expect(await admin.pttl(expiring)).toBeGreaterThan(0)
+    await othersUntouched(planted.others)
+  })
+
+  it('deletes a key whose expiry is above the limit (no healthy holder sets it)', async () => {
+    const planted = await plant()
+    const res = await compareAndDelete(admin, [{key: planted.above[0] as string, value: OWNER_B}], {maxTtlMs: MAX_TTL})
+    expect(res.deleted).toEqual(planted.above)
+  })
+
+  it('works in batches across hundreds of keys, and survives a flushed script cache', async () => {
+    await admin.flushall()
+    const keys = Array.from({length: 450}, (_, i) => `${PREFIX}file:/bulk/${i}`)
+    await admin.mset(...keys.flatMap((k) => [k, OWNER_A]))
+    const first = await compareAndDelete(admin, keys.slice(0, 10).map((key) => ({key, value: OWNER_A})), {maxTtlMs: MAX_TTL})
+    expect(first.deleted).toHaveLength(10)
+    await admin.script('FLUSH') // NOSCRIPT on the next EVALSHA: falls back to EVAL
+    await admin.config('RESETSTAT')
+    const rest = await compareAndDelete(admin, keys.slice(10).map((key) => ({key, value: OWNER_A})), {maxTtlMs: MAX_TTL})
+    expect(rest.deleted).toHaveLength(440)
+    expect(rest.kept).toEqual([])
+    expect(await admin.dbsize()).toBe(0)
+    const stats = await redisInfo(admin, 'commandstats')
+    const calls = (name: string): number => Number(/calls=(\d+)/.exec(stats[`cmdstat_${name}`] ?? '')?.[1] ?? 0)
+    // 440 keys in batches of 200: EVALSHA → NOSCRIPT → EVAL, then (reloaded) EVALSHA twice.
+    expect(calls('eval')).toBe(1)
+    expect(calls('evalsha')).toBe(3)
+    expect(calls('del')).toBe(440)
+  })
+
+  it('does nothing for no items', async () => {
+    expect(await compareAndDelete(admin, [], {maxTtlMs: MAX_TTL})).toEqual({deleted: [], kept: []})
+  })
+})
+
+describe('loading', () => {
+  it('importing the probe module does not load ioredis', () => {
+    const repo = resolve(import.meta.dirname, '../..')
+    const code = `
+      import {createRequire} from 'node:module'
+      const loaded = () => Object.keys(createRequire(import.meta.url).cache).filter((k) => k.includes('/node_modules/ioredis/')).length
+      await import('./src/diagnostics/redis.ts')
+      const before = loaded()
+      await import('ioredis') // proves the check sees ioredis once it is loaded
+      console.log(before, loaded() > 0)
+    `
+    const out = spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', code], {cwd: repo, encoding: 'utf8'})
+    expect(out.stderr).toBe('')
+    expect(out.stdout.trim()).toBe('0 true')
+  })
+})
