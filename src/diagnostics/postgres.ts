@@ -1,6 +1,7 @@
 // The one SQL runner (pg, loaded only when a probe runs). Every session opsctl opens says who
 // it is (application_name=opsctl) and cannot outstay the probe: statement_timeout and
 // lock_timeout end its statements on the server, the probe's deadline ends the connection.
+import {isIP} from 'node:net'
 import type {Client, ClientConfig} from 'pg'
 import {maskUrlPasswords} from '../config/mask.js'
 import {Reachability} from './reach.js'
@@ -113,7 +114,7 @@ async function sslOption(ep: PgEndpoint): Promise<ClientConfig['ssl']> {
     case 'verify-ca':
     case 'verify-full': {
       const ca = ep.sslrootcert ? await (await import('node:fs/promises')).readFile(ep.sslrootcert, 'utf8') : undefined
-      return {rejectUnauthorized: true, ca, servername: ep.host}
+      return {rejectUnauthorized: true, ca, ...(isIP(ep.host) ? {} : {servername: ep.host})} // SNI takes names only
     }
     default:
       return false // disable, allow, prefer: plain, as most local setups

@@ -297,6 +297,28 @@ describe('scanByExpiry', () => {
     }
   })
 
+  it('caps long values and copes with keys that are not strings, by script and by pipelines', async () => {
+    await admin.call('ACL', 'SETUSER', 'reader', 'on', '>reader-pass', '~*', '+@read', '+@connection')
+    const viaPipelines = async (): Promise<ScanClassification | undefined> => {
+      const res = await withRedis({url: `redis://reader@127.0.0.1:${redis.port}/0`, password: 'reader-pass'}, {timeoutMs: 5000}, (r) =>
+        scanByExpiry(r, PREFIX, {maxTtlMs: MAX_TTL}),
+      )
+      return res.ok ? res.value : undefined
+    }
+    await admin.flushall()
+    await admin.set(`${PREFIX}file:/long`, 'x'.repeat(5000))
+    await admin.hset(`${PREFIX}file:/hash-orphan`, 'owner', OWNER_A)
+    await admin.hset(`${PREFIX}file:/hash-live`, 'owner', OWNER_A)
+    await admin.pexpire(`${PREFIX}file:/hash-live`, 30_000)
+    for (const c of [await scanByExpiry(admin, PREFIX, {maxTtlMs: MAX_TTL}), await viaPipelines()]) {
+      const byKey = new Map(c?.withoutExpiry.map((k) => [k.key, k]))
+      expect(byKey.get(`${PREFIX}file:/long`)?.value).toBe(`${'x'.repeat(199)}…`)
+      expect(byKey.get(`${PREFIX}file:/hash-orphan`)?.value).toBeNull()
+      expect(c?.live).toBe(1)
+      expect(Object.fromEntries(c?.liveByValue ?? [])).toEqual({'(not a string)': 1})
+    }
+  })
+
   it('stops at maxKeys and says so', async () => {
     await plant()
     const c = await scanByExpiry(admin, PREFIX, {maxTtlMs: MAX_TTL, count: 20, maxKeys: 40})
