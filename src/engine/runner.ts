@@ -225,12 +225,21 @@ export async function walkTarget<C, T extends {name: string}>(
     report,
     fixes,
     async recheck(checkId: string): Promise<CheckReport> {
-      const spec = specs.get(checkId)
-      if (!spec) throw new Error(`unknown check ${checkId}`)
-      const fresh = runbook.createContext(target, settings)
-      return (await runCheck(runbook, spec, fresh, settings)).report
+      return (await runSingleCheck(runbook, checkId, target, settings)).report
     },
   }
+}
+
+/** Run one check on its own, on a fresh context: re-checks after a fix, and tests. */
+export async function runSingleCheck<C, T>(
+  runbook: Runbook<C, T>,
+  checkId: string,
+  target: T,
+  settings: RunSettings,
+): Promise<{report: CheckReport; fix: Fix | undefined}> {
+  const spec = runbook.checks.find((s) => s.id === checkId)
+  if (!spec) throw new Error(`unknown check ${checkId}`)
+  return runCheck(runbook as Runbook<C, unknown>, spec, runbook.createContext(target, settings), settings)
 }
 
 /** A check counts as healthy once its fix was applied and the check passed again. */

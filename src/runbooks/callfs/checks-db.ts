@@ -1,0 +1,116 @@
+import {dsnInfo, maskDsn} from '../../diagnostics/postgres.js'
+import type {CheckSpec} from '../../engine/types.js'
+import {connectionsFinding, longQueriesFinding, reachableFinding, type PgRun} from '../shared/postgres.js'
+import type {CallfsContext} from './context.js'
+
+/** The newest golang-migrate version CallFS ships (001–003; 003 replaces uid/gid with owner). */
+export const LATEST_MIGRATION = 3
+
+const run = (ctx: CallfsContext): PgRun => (fn) => ctx.pg(fn)
+
+export const dbReachable: CheckSpec<CallfsContext> = {
+  id: 'callfs.db.reachable',
+  title: 'PostgreSQL accepts connections',
+  severity: 'critical',
+  docs: 'Database Connection Issues',
+  remediations: [{id: 'callfs.db.restore-connection', title: 'Restore the database connection', automated: false}],
+  run: (ctx) => reachableFinding(run(ctx), {dsn: ctx.target.postgres, reachableFixId: 'callfs.db.restore-connection'}),
+}
+
+export const dbConnections: CheckSpec<CallfsContext> = {
+  id: 'callfs.db.connections',
+  title: 'PostgreSQL has free connection slots',
+  severity: 'high',
+  docs: 'Database Connection Issues > Common Causes and Solutions > Connection Pool Exhausted',
+  remediations: [
+    {id: 'callfs.db.terminate-idle', title: 'Terminate idle CallFS connections', automated: true, risk: 'destructive'},
+    {id: 'callfs.db.free-slots', title: 'Free connection slots', automated: false},
+  ],
+  run(ctx) {
+    const info = dsnInfo(ctx.target.postgres)
+    return connectionsFinding(run(ctx), {
+      dsn: ctx.target.postgres,
+      database: info.database,
+      user: info.user,
+      idleThresholdMs: ctx.target.thresholds.idle_connection,
+      terminateFixId: 'callfs.db.terminate-idle',
+      manualFixId: 'callfs.db.free-slots',
+      poolHint: `lower metadata_store.max_open_conns / max_idle_conns and set conn_max_lifetime in ${ctx.target.config_file}`,
+    })
+  },
+}
+
+export const dbMigrations: CheckSpec<CallfsContext> = {
+  id: 'callfs.db.migrations',
+  title: 'The CallFS schema is migrated and clean',
+  severity: 'high',
+  docs: 'Database Connection Issues > Common Causes and Solutions > Database Migration Issues',
+  remediations: [{id: 'callfs.db.migrate', title: 'Repair the schema migrations', automated: false}],
+  async run(ctx) {
+    const dsn = ctx.target.postgres
+    const migrate = (cmd: string) => `migrate -database "${maskDsn(dsn)}${dsn.includes('?') ? '&' : '?'}sslmode=disable" -path metadata/schema ${cmd}`
+    const r = await ctx.pg((sql) => sql<{version: string; dirty: boolean}>('SELECT version::text AS version, dirty FROM schema_migrations'))
+    if (!r.ok) {
+      if (r.error.kind === 'not-found' && r.error.code === '42P01') {
+        return {
+          status: 'fail',
+          summary: 'table schema_migrations does not exist: the CallFS migrations never ran against this database',
+          evidence: {code: r.error.code},
+          fix: {id: 'callfs.db.migrate', title: 'Apply the CallFS migrations', plan: ['run the migrations up to the latest version'], commands: [migrate('version'), migrate('up')]},
+        }
+      }
+      return {status: 'unknown', summary: `could not read schema_migrations: ${r.error.message}`, evidence: {error: r.error.kind, code: r.error.code ?? null}}
+    }
+    const row = r.value[0]
+    if (!row) {
+      return {
+        status: 'fail',
+        summary: 'schema_migrations is empty: no migration was recorded',
+        fix: {id: 'callfs.db.migrate', title: 'Apply the CallFS migrations', plan: ['run the migrations up'], commands: [migrate('up')]},
+      }
+    }
+    const version = Number(row.version)
+    const evidence = {version, dirty: row.dirty, latest: LATEST_MIGRATION}
+    if (row.dirty) {
+      return {
+        status: 'fail',
+        summary: `migration ${version} is dirty: it failed half-way and CallFS will not start on this schema`,
+        evidence,
+        fix: {
+          id: 'callfs.db.migrate',
+          title: 'Repair the dirty migration',
+          plan: [
+            `inspect what migration ${version} changed and finish or undo it by hand`,
+            `then mark the schema clean at the version it really is (${version} if it completed, ${version - 1} if not), and migrate up`,
+          ],
+          commands: [migrate('version'), migrate(`force ${version - 1}`), migrate('up')],
+        },
+      }
+    }
+    if (version < LATEST_MIGRATION) {
+      return {
+        status: 'warn',
+        summary: `schema is at migration ${version}; CallFS ships ${LATEST_MIGRATION}`,
+        evidence,
+        fix: {id: 'callfs.db.migrate', title: 'Apply the missing migrations', plan: [`migrate up from ${version} to ${LATEST_MIGRATION}`], commands: [migrate('up')]},
+      }
+    }
+    return {status: 'ok', summary: `schema at migration ${version}, clean`, evidence}
+  },
+}
+
+export const dbLongQueries: CheckSpec<CallfsContext> = {
+  id: 'callfs.db.long-queries',
+  title: 'No long-running queries or open transactions',
+  severity: 'medium',
+  docs: 'Advanced Debugging Techniques > Database Query Analysis > Connection Pool Monitoring (long-running transactions)',
+  remediations: [{id: 'callfs.db.terminate-long', title: 'Terminate the long-running backends', automated: true, risk: 'destructive'}],
+  run(ctx) {
+    return longQueriesFinding(run(ctx), {
+      dsn: ctx.target.postgres,
+      database: dsnInfo(ctx.target.postgres).database,
+      thresholdMs: ctx.target.thresholds.long_query,
+      terminateFixId: 'callfs.db.terminate-long',
+    })
+  },
+}

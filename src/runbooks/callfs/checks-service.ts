@@ -1,0 +1,252 @@
+import {bodyExcerpt, jsonBody} from '../../diagnostics/http.js'
+import {listenersOnPort, type Listener} from '../../diagnostics/ports.js'
+import {inspectCertFiles, tlsHandshake, type CertInfo, type TlsHandshake} from '../../diagnostics/tls.js'
+import {formatMs} from '../../engine/runner.js'
+import type {CheckSpec, Finding, Fix, Status} from '../../engine/types.js'
+import {portFinding, unitFinding} from '../shared/service.js'
+import {getPath, type CallfsContext} from './context.js'
+import {generateSelfSignedFix} from './tls-fix.js'
+
+function port(u: URL): number {
+  return u.port ? Number(u.port) : u.protocol === 'https:' ? 443 : 80
+}
+
+export const apiHealth: CheckSpec<CallfsContext> = {
+  id: 'callfs.api.health',
+  title: 'CallFS answers /health',
+  severity: 'critical',
+  docs: "Service Won't Start",
+  async run(ctx) {
+    const r = await ctx.health()
+    const url = new URL('/health', ctx.url).toString()
+    if (!r.ok) {
+      return {status: 'fail', summary: `GET ${url}: ${r.error.message}`, evidence: {url, error: r.error.kind, code: r.error.code ?? null}}
+    }
+    const res = r.value
+    const evidence: Record<string, unknown> = {url, status: res.status, contentType: res.contentType, durationMs: res.durationMs}
+    if (res.status === 429) {
+      return {status: 'warn', summary: `GET ${url} is rate limited (429, Retry-After ${res.headers['retry-after'] ?? '?'}s)`, evidence}
+    }
+    const body = jsonBody(res)
+    if (res.status !== 200) {
+      evidence.body = bodyExcerpt(res.body)
+      return {status: 'fail', summary: `GET ${url} answered ${res.status}${body.ok ? '' : ` (${body.reason})`}`, evidence}
+    }
+    if (!body.ok) {
+      evidence.body = bodyExcerpt(res.body)
+      return {status: 'fail', summary: `GET ${url} answered 200 but ${body.reason} — is something other than CallFS on this port?`, evidence}
+    }
+    const status = getPath(body.value, ['status'])
+    if (status !== 'ok') {
+      evidence.body = bodyExcerpt(res.body)
+      return {status: 'fail', summary: `GET ${url} answered status ${JSON.stringify(status)}, expected "ok"`, evidence}
+    }
+    return {status: 'ok', summary: `GET ${url} → {"status":"ok"} in ${formatMs(res.durationMs)}`, evidence}
+  },
+}
+
+export const processDown: CheckSpec<CallfsContext> = {
+  id: 'callfs.process.down',
+  title: 'CallFS service is running',
+  severity: 'critical',
+  docs: "Service Won't Start",
+  remediations: [
+    {id: 'callfs.process.restart', title: 'Restart the CallFS unit', automated: true, risk: 'disruptive'},
+    {id: 'callfs.process.start', title: 'Start CallFS', automated: false},
+  ],
+  budgetMs: (t) => t * 2 + 1000,
+  async run(ctx) {
+    if (!(await ctx.isLocal())) return {status: 'skipped', summary: `${ctx.url.hostname} is not this machine; run opsctl there to check the service`}
+    return unitFinding({
+      unit: ctx.target.unit,
+      status: await ctx.unit(),
+      processes: await ctx.processes(),
+      probe: ctx.probe(),
+      restartFixId: 'callfs.process.restart',
+      startFixId: 'callfs.process.start',
+      startHint: `callfs server --config ${ctx.target.config_file}`,
+    })
+  },
+}
+
+export const portConflict: CheckSpec<CallfsContext> = {
+  id: 'callfs.port.conflict',
+  title: 'Nothing else holds the CallFS port',
+  severity: 'high',
+  docs: "Service Won't Start > Common Causes and Solutions > Port Already in Use",
+  remediations: [
+    {id: 'callfs.port.stop-process', title: 'Stop the process holding the port', automated: true, risk: 'destructive'},
+    {id: 'callfs.port.change-port', title: 'Free the port or move CallFS', automated: false},
+  ],
+  async run(ctx) {
+    if (!(await ctx.isLocal())) return {status: 'skipped', summary: `${ctx.url.hostname} is not this machine`}
+    const p = port(ctx.url)
+    const callfsPid = await ctx.callfsPid()
+    const unitName = ctx.target.unit
+    const isService = (l: Listener) =>
+      (callfsPid !== null && l.pid === callfsPid) || l.command === unitName || (l.cmdline?.split(' ')[0] ?? '').split('/').pop() === unitName
+    return portFinding({
+      port: p,
+      listeners: await listenersOnPort(p, ctx.probe()),
+      isService,
+      serviceName: 'CallFS',
+      stopFixId: 'callfs.port.stop-process',
+      manualFixId: 'callfs.port.change-port',
+      probe: ctx.probe(),
+      changePortHint: `or move CallFS: server.listen_addr: ":${p + 1}" in ${ctx.target.config_file}, and update systems.callfs.url`,
+    })
+  },
+}
+
+// ---------------------------------------------------------------------------------------
+
+const RANK: Record<Status, number> = {skipped: 0, ok: 1, warn: 2, unknown: 3, fail: 4}
+
+interface TlsIssue {
+  status: Status
+  text: string
+}
+
+function certIssues(label: string, cert: CertInfo, warnDays: number): TlsIssue[] {
+  const issues: TlsIssue[] = []
+  const now = Date.now()
+  if (Date.parse(cert.validFrom) > now) issues.push({status: 'fail', text: `${label} is not valid before ${cert.validFrom}`})
+  if (cert.daysLeft < 0) issues.push({status: 'fail', text: `${label} expired ${cert.validTo} (${Math.ceil(-cert.daysLeft)} days ago)`})
+  else if (cert.daysLeft < warnDays) issues.push({status: 'warn', text: `${label} expires ${cert.validTo} (in ${Math.floor(cert.daysLeft)} days)`})
+  return issues
+}
+
+function handshakeIssues(h: TlsHandshake, insecure: boolean, warnDays: number): TlsIssue[] {
+  const issues: TlsIssue[] = []
+  h.chain.forEach((cert, i) => issues.push(...certIssues(i === 0 ? 'served certificate' : `chain certificate ${i} (${cert.subject})`, cert, warnDays)))
+  if (!h.hostnameOk) issues.push({status: 'fail', text: `served certificate does not cover ${h.servername}: ${h.hostnameError ?? 'hostname mismatch'}`})
+  const leaf = h.chain[0]
+  if (!h.authorized && h.authorizationError && !/EXPIRED|NOT_YET_VALID/.test(h.authorizationError)) {
+    const selfSigned = leaf?.selfSigned || /SELF_SIGNED/.test(h.authorizationError)
+    if (insecure) {
+      // The operator chose not to verify (tls.insecure): say so, don't fail on it.
+    } else {
+      issues.push({
+        status: 'fail',
+        text: selfSigned
+          ? `served certificate is self-signed and not trusted (${h.authorizationError}): set systems.callfs.tls.ca_file to it, or tls.insecure: true for a dev setup`
+          : `served certificate is not trusted: ${h.authorizationError}`,
+      })
+    }
+  }
+  return issues
+}
+
+export const tlsCert: CheckSpec<CallfsContext> = {
+  id: 'callfs.tls.cert',
+  title: 'CallFS TLS certificate is valid, trusted and matches its key',
+  severity: 'high',
+  docs: "Service Won't Start > Certificate Issues; Advanced Debugging > Network Troubleshooting > TLS/SSL Issues",
+  remediations: [
+    {id: 'callfs.tls.generate-self-signed', title: 'Generate a self-signed certificate for a dev setup', automated: true, risk: 'safe'},
+    {id: 'callfs.tls.renew', title: 'Renew or replace the certificate', automated: false},
+  ],
+  budgetMs: (t) => t * 2 + 1000,
+  async run(ctx) {
+    const url = ctx.url
+    const issues: TlsIssue[] = []
+    const evidence: Record<string, unknown> = {}
+    const warnDays = ctx.target.thresholds.cert_expiry_warn / 86_400_000
+    let served: TlsHandshake | null = null
+    let handshakeProblem: string | null = null
+
+    if (url.protocol === 'https:') {
+      const h = await ctx.memo('tls-handshake', () =>
+        tlsHandshake(url.hostname, port(url), {...ctx.probe(), servername: url.hostname, caFile: ctx.target.tls.ca_file}),
+      )
+      if (h.ok) {
+        served = h.value
+        evidence.served = {
+          subject: h.value.chain[0]?.subject,
+          issuer: h.value.chain[0]?.issuer,
+          validTo: h.value.chain[0]?.validTo,
+          san: h.value.chain[0]?.san,
+          selfSigned: h.value.chain[0]?.selfSigned,
+          authorized: h.value.authorized,
+          authorizationError: h.value.authorizationError,
+          protocol: h.value.protocol,
+        }
+        issues.push(...handshakeIssues(h.value, ctx.target.tls.insecure, warnDays))
+      } else {
+        handshakeProblem = h.error.message
+        evidence.handshake = h.error.message
+      }
+    }
+
+    // The files CallFS is configured with, when its config is readable here.
+    const cfg = await ctx.callfsConfig()
+    let certFile: string | null = null
+    let keyFile: string | null = null
+    let filesMissing = false
+    let fileSelfSigned = false
+    if (cfg.state === 'parsed' && (await ctx.isLocal())) {
+      const protocol = getPath(cfg.value, ['server', 'protocol']) ?? 'https'
+      if (protocol === 'https') {
+        certFile = ctx.resolveConfigPath(String(getPath(cfg.value, ['server', 'cert_file']) ?? 'server.crt'), cfg.path)
+        keyFile = ctx.resolveConfigPath(String(getPath(cfg.value, ['server', 'key_file']) ?? 'server.key'), cfg.path)
+        evidence.certFile = certFile
+        evidence.keyFile = keyFile
+        const files = await inspectCertFiles(certFile, keyFile)
+        if (!files.ok) {
+          filesMissing = files.error.kind === 'not-found'
+          issues.push({status: files.error.kind === 'permission' ? 'unknown' : 'fail', text: files.error.message})
+        } else {
+          const f = files.value
+          fileSelfSigned = f.cert.selfSigned
+          evidence.file = {subject: f.cert.subject, validTo: f.cert.validTo, selfSigned: f.cert.selfSigned, keyMatches: f.keyMatches}
+          issues.push(...certIssues(`certificate file ${certFile}`, f.cert, warnDays))
+          if (!f.keyMatches) issues.push({status: 'fail', text: `${keyFile} does not match ${certFile} (different key pair)`})
+          const leaf = served?.chain[0]
+          if (leaf && leaf.fingerprint256 !== f.cert.fingerprint256) {
+            issues.push({status: 'warn', text: `CallFS serves a different certificate than ${certFile} (restart pending, or another server on the port)`})
+          }
+        }
+      }
+    }
+
+    if (url.protocol !== 'https:' && !certFile) return {status: 'skipped', summary: `${url.origin} is plain HTTP and no certificate files are configured`}
+    if (!served && !certFile) {
+      // Nothing answers and no cert_file is known: there is no certificate here to judge.
+      const refused = handshakeProblem !== null && /refused/.test(handshakeProblem)
+      return handshakeProblem && !refused
+        ? {status: 'unknown', summary: `no certificate to inspect: ${handshakeProblem}, and no CallFS config with cert_file is readable here`, evidence}
+        : {status: 'skipped', summary: 'no certificate to inspect: nothing serves TLS on the port and no CallFS config with cert_file is readable here', evidence}
+    }
+    if (issues.length === 0) {
+      const leaf = served?.chain[0]
+      const note = ctx.target.tls.insecure && served && !served.authorized ? '; verification disabled by tls.insecure' : ''
+      const what = leaf ? `served certificate for ${leaf.subject} valid until ${leaf.validTo}` : `certificate file ${certFile} valid and matches its key`
+      return {status: 'ok', summary: `${what}${note}`, evidence}
+    }
+    issues.sort((a, b) => RANK[b.status] - RANK[a.status])
+    const status = issues[0]?.status ?? 'unknown'
+    evidence.issues = issues.map((i) => i.text)
+    const summary = issues.map((i) => i.text).join('; ')
+    const devSetup = (filesMissing || fileSelfSigned || (served?.chain[0]?.selfSigned ?? false)) && certFile !== null && keyFile !== null
+    let fix: Fix | undefined
+    if (status === 'fail' || status === 'warn') {
+      fix =
+        devSetup && certFile && keyFile
+          ? generateSelfSignedFix(certFile, keyFile, url.hostname, ctx.target.unit, ctx.probe())
+          : {
+              id: 'callfs.tls.renew',
+              title: 'Renew or replace the certificate',
+              plan: [
+                'renew the certificate with your CA (or the ACME client) so it covers ' + url.hostname,
+                `install the pair as ${certFile ?? 'server.cert_file'} / ${keyFile ?? 'server.key_file'} and restart CallFS`,
+              ],
+              commands: [
+                `openssl s_client -connect ${url.hostname}:${port(url)} -servername ${url.hostname} </dev/null | openssl x509 -noout -dates -subject -ext subjectAltName`,
+                ...(certFile ? [`openssl x509 -in ${certFile} -noout -dates -subject -ext subjectAltName`] : []),
+                ...(certFile && keyFile ? [`openssl x509 -noout -pubkey -in ${certFile} | openssl md5; openssl pkey -pubout -in ${keyFile} | openssl md5`] : []),
+              ],
+            }
+    }
+    return {status, summary, evidence, fix} satisfies Finding
+  },
+}

@@ -1,0 +1,268 @@
+// PostgreSQL checks shared by the runbooks whose service keeps its state there (CallFS,
+// Hotswap): reachability, connection slots, long transactions — and the guarded fixes.
+
+import {dsnInfo, maskDsn, type SqlRunner} from '../../diagnostics/postgres.js'
+import type {ProbeResult} from '../../diagnostics/types.js'
+import {formatMs} from '../../engine/runner.js'
+import type {Finding, Fix} from '../../engine/types.js'
+
+export type PgRun = <T>(fn: (sql: SqlRunner) => Promise<T>) => Promise<ProbeResult<T>>
+
+export interface PgTargetInfo {
+  dsn: string
+  /** Manual-fix ids. */
+  reachableFixId: string
+}
+
+/** Evidence value for "PostgreSQL refused because it is full": the branch to the connections check. */
+export const TOO_MANY_CONNECTIONS = 'too-many-connections'
+
+function psql(dsn: string, sql: string): string {
+  return `psql "${maskDsn(dsn)}" -c "${sql}"`
+}
+
+export async function reachableFinding(run: PgRun, t: PgTargetInfo): Promise<Finding> {
+  const info = dsnInfo(t.dsn)
+  const where = `${info.host}:${info.port}/${info.database} as ${info.user}`
+  const r = await run(async (sql) => {
+    const [row] = await sql<{version: string; recovery: boolean}>(
+      `SELECT current_setting('server_version') AS version, pg_is_in_recovery() AS recovery`,
+    )
+    return row
+  })
+  const evidence: Record<string, unknown> = {dsn: maskDsn(t.dsn)}
+  if (r.ok) {
+    evidence.serverVersion = r.value?.version
+    evidence.inRecovery = r.value?.recovery
+    return {status: 'ok', summary: `PostgreSQL ${r.value?.version ?? ''} answers at ${where}`, evidence}
+  }
+  evidence.error = r.error.kind
+  if (r.error.code) evidence.code = r.error.code
+  if (r.error.kind === 'capacity') evidence.reason = TOO_MANY_CONNECTIONS
+  if (r.error.kind === 'permission') return {status: 'unknown', summary: r.error.message, evidence}
+  const commands = [
+    `pg_isready -h ${info.host} -p ${info.port} -d ${info.database}`,
+    psql(t.dsn, 'SELECT 1;'),
+    'systemctl status postgresql',
+  ]
+  const plan: string[] = []
+  switch (r.error.kind) {
+    case 'refused':
+      plan.push(`start PostgreSQL on ${info.host}:${info.port}, or correct the DSN`)
+      break
+    case 'auth':
+      plan.push(`check the password for ${info.user} (the variable named by postgres_password_env, or PGPASSWORD) and pg_hba.conf`)
+      break
+    case 'capacity':
+      plan.push('free connection slots: see the connection check below, or raise max_connections', 'lower the pool size of the clients (e.g. metadata_store.max_open_conns)')
+      break
+    case 'not-found':
+      plan.push(`create the database ${info.database}, or correct the DSN`)
+      break
+    default:
+      plan.push(`make ${info.host}:${info.port} reachable from here (firewall, listen_addresses, DNS)`)
+  }
+  return {
+    status: 'fail',
+    summary: `cannot connect to PostgreSQL at ${where}: ${r.error.message}`,
+    evidence,
+    fix: {id: t.reachableFixId, title: 'Restore the database connection', plan, commands},
+  }
+}
+
+export interface ConnectionsInput {
+  dsn: string
+  /** Idle connections of the service older than this may be terminated. */
+  idleThresholdMs: number
+  /** Only connections of this database and user are candidates. */
+  database: string
+  user: string
+  terminateFixId: string
+  manualFixId: string
+  poolHint: string
+  warnRatio?: number
+  failRatio?: number
+}
+
+interface Usage {
+  max: number
+  reserved: number
+  used: number
+  byState: Record<string, number>
+  idle: Array<{pid: number; usename: string; application_name: string; client_addr: string | null; idle_ms: number; state_change: string}>
+}
+
+function interval(ms: number): string {
+  return `${Math.max(0, Math.round(ms))} milliseconds`
+}
+
+export function terminateIdleFix(run: PgRun, i: ConnectionsInput, pids: Usage['idle']): Fix {
+  const guardSql =
+    `SELECT pid, pg_terminate_backend(pid) AS terminated FROM pg_stat_activity ` +
+    `WHERE pid = ANY($1::int[]) AND datname = $2 AND usename = $3 AND state = 'idle' ` +
+    `AND state_change < now() - $4::interval AND pid <> pg_backend_pid()`
+  return {
+    id: i.terminateFixId,
+    title: `Terminate ${pids.length} idle connection${pids.length === 1 ? '' : 's'} of ${i.user} to ${i.database}`,
+    plan: [
+      ...pids.map(
+        (p) =>
+          `terminate pid ${p.pid} (${p.usename}${p.client_addr ? '@' + p.client_addr : ''}, app "${p.application_name}", idle ${formatMs(p.idle_ms)}) — only if it is still idle`,
+      ),
+      `SQL: ${guardSql} -- $1=[${pids.map((p) => p.pid).join(',')}] $2=${i.database} $3=${i.user} $4=${interval(i.idleThresholdMs)}`,
+    ],
+    commands: [psql(i.dsn, `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE pid IN (${pids.map((p) => p.pid).join(',')}) AND state = 'idle';`)],
+    confirmText: i.database,
+    async apply() {
+      const r = await run((sql) =>
+        sql<{pid: number; terminated: boolean}>(guardSql, [pids.map((p) => p.pid), i.database, i.user, interval(i.idleThresholdMs)]),
+      )
+      if (!r.ok) return {ok: false, detail: r.error.message}
+      const done = r.value.filter((x) => x.terminated).length
+      const left = pids.length - done
+      return {ok: true, detail: `terminated ${done} idle connection${done === 1 ? '' : 's'}${left ? `; ${left} left alone (busy again or gone)` : ''}`}
+    },
+  }
+}
+
+/** Backends in use against max_connections (minus the superuser reserve). */
+export async function connectionsFinding(run: PgRun, i: ConnectionsInput): Promise<Finding> {
+  const warnRatio = i.warnRatio ?? 0.8
+  const failRatio = i.failRatio ?? 0.9
+  const r = await run(async (sql): Promise<Usage> => {
+    const [limits] = await sql<{max: number; reserved: number; used: number}>(
+      `SELECT current_setting('max_connections')::int AS max, current_setting('superuser_reserved_connections')::int AS reserved,
+              (SELECT count(*)::int FROM pg_stat_activity WHERE backend_type = 'client backend') AS used`,
+    )
+    const states = await sql<{state: string | null; n: number}>(
+      `SELECT coalesce(state, 'hidden') AS state, count(*)::int AS n FROM pg_stat_activity WHERE backend_type = 'client backend' GROUP BY 1`,
+    )
+    const idle = await sql<Usage['idle'][number]>(
+      `SELECT pid, usename, coalesce(application_name, '') AS application_name, host(client_addr) AS client_addr,
+              (extract(epoch FROM now() - state_change) * 1000)::bigint::float8 AS idle_ms, state_change::text AS state_change
+         FROM pg_stat_activity
+        WHERE datname = $1 AND usename = $2 AND state = 'idle' AND state_change < now() - $3::interval AND pid <> pg_backend_pid()
+        ORDER BY state_change LIMIT 500`,
+      [i.database, i.user, interval(i.idleThresholdMs)],
+    )
+    return {max: limits?.max ?? 0, reserved: limits?.reserved ?? 0, used: limits?.used ?? 0, byState: Object.fromEntries(states.map((s) => [s.state, s.n])), idle}
+  })
+  const manual: Fix = {
+    id: i.manualFixId,
+    title: 'Free PostgreSQL connection slots',
+    plan: [i.poolHint, 'or raise max_connections in postgresql.conf (restart required)'],
+    commands: [
+      psql(i.dsn, "SELECT application_name, state, count(*) FROM pg_stat_activity GROUP BY 1, 2 ORDER BY 3 DESC;"),
+      psql(i.dsn, "SELECT pid, usename, state, now() - state_change AS idle_for FROM pg_stat_activity WHERE state = 'idle' ORDER BY 4 DESC;"),
+    ],
+  }
+  if (!r.ok) {
+    if (r.error.kind === 'capacity') {
+      return {
+        status: 'fail',
+        summary: 'PostgreSQL refuses new connections: every slot is taken (max_connections reached)',
+        evidence: {code: r.error.code, reason: TOO_MANY_CONNECTIONS},
+        fix: manual,
+      }
+    }
+    return {status: 'unknown', summary: `could not read connection usage: ${r.error.message}`, evidence: {error: r.error.kind}}
+  }
+  const u = r.value
+  const usable = Math.max(1, u.max - u.reserved)
+  const ratio = u.used / usable
+  const evidence: Record<string, unknown> = {
+    used: u.used,
+    maxConnections: u.max,
+    superuserReserved: u.reserved,
+    usedPercent: Math.round(ratio * 1000) / 10,
+    byState: u.byState,
+    idleCandidates: u.idle.length,
+    idleThreshold: formatMs(i.idleThresholdMs),
+  }
+  const summary = `${u.used} of ${usable} usable connections in use (${evidence.usedPercent}%; max_connections ${u.max}, ${u.reserved} reserved)`
+  if (ratio < warnRatio) return {status: 'ok', summary, evidence}
+  const fix = u.idle.length > 0 ? terminateIdleFix(run, i, u.idle) : manual
+  return {status: ratio >= failRatio ? 'fail' : 'warn', summary, evidence, fix}
+}
+
+export interface LongQueriesInput {
+  dsn: string
+  database: string
+  thresholdMs: number
+  terminateFixId: string
+}
+
+interface LongBackend {
+  pid: number
+  usename: string
+  application_name: string
+  state: string
+  age_ms: number
+  query: string
+  backend_start: string
+}
+
+/** Mask string and number literals so query text in evidence carries no data or secrets. */
+export function maskQueryLiterals(q: string): string {
+  return q
+    .replace(/'(?:[^']|'')*'/g, "'?'")
+    .replace(/\$([a-z_]*)\$[\s\S]*?\$\1\$/gi, '$$?$$')
+    .replace(/\s+/g, ' ')
+    .trim()
+    .slice(0, 160)
+}
+
+export async function longQueriesFinding(run: PgRun, i: LongQueriesInput): Promise<Finding> {
+  const r = await run((sql) =>
+    sql<LongBackend>(
+      `SELECT pid, usename, coalesce(application_name, '') AS application_name, state,
+              (extract(epoch FROM now() - least(coalesce(xact_start, query_start), query_start)) * 1000)::float8 AS age_ms,
+              coalesce(query, '') AS query, backend_start::text AS backend_start
+         FROM pg_stat_activity
+        WHERE datname = $1 AND pid <> pg_backend_pid() AND backend_type = 'client backend'
+          AND ((state = 'active' AND query_start < now() - $2::interval)
+            OR (state LIKE 'idle in transaction%' AND state_change < now() - $2::interval)
+            OR (xact_start < now() - $2::interval))
+        ORDER BY age_ms DESC LIMIT 100`,
+      [i.database, interval(i.thresholdMs)],
+    ),
+  )
+  if (!r.ok) return {status: 'unknown', summary: `could not read pg_stat_activity: ${r.error.message}`, evidence: {error: r.error.kind}}
+  const rows = r.value
+  if (rows.length === 0) return {status: 'ok', summary: `no query or transaction on ${i.database} older than ${formatMs(i.thresholdMs)}`}
+  const evidence = {
+    threshold: formatMs(i.thresholdMs),
+    backends: rows.slice(0, 20).map((b) => ({pid: b.pid, user: b.usename, app: b.application_name, state: b.state, age: formatMs(Math.round(b.age_ms)), query: maskQueryLiterals(b.query)})),
+  }
+  const idleTx = rows.filter((b) => b.state.startsWith('idle in transaction')).length
+  const guardSql =
+    `SELECT a.pid, pg_terminate_backend(a.pid) AS terminated FROM pg_stat_activity a ` +
+    `JOIN unnest($1::int[], $2::timestamptz[]) AS t(pid, backend_start) ON a.pid = t.pid AND a.backend_start = t.backend_start ` +
+    `WHERE a.datname = $3 AND ((a.state = 'active' AND a.query_start < now() - $4::interval) ` +
+    `OR (a.state LIKE 'idle in transaction%' AND a.state_change < now() - $4::interval) OR (a.xact_start < now() - $4::interval))`
+  const fix: Fix = {
+    id: i.terminateFixId,
+    title: `Terminate ${rows.length} long-running backend${rows.length === 1 ? '' : 's'} on ${i.database}`,
+    plan: [
+      ...rows.map((b) => `terminate pid ${b.pid} (${b.usename}, ${b.state}, ${formatMs(Math.round(b.age_ms))}) — only if it is the same backend and still over ${formatMs(i.thresholdMs)}`),
+      `SQL: ${guardSql} -- $1=[${rows.map((b) => b.pid).join(',')}] $3=${i.database} $4=${interval(i.thresholdMs)}`,
+    ],
+    commands: [psql(i.dsn, `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE pid IN (${rows.map((b) => b.pid).join(',')});`)],
+    confirmText: i.database,
+    async apply() {
+      const res = await run((sql) =>
+        sql<{pid: number; terminated: boolean}>(guardSql, [rows.map((b) => b.pid), rows.map((b) => b.backend_start), i.database, interval(i.thresholdMs)]),
+      )
+      if (!res.ok) return {ok: false, detail: res.error.message}
+      const done = res.value.filter((x) => x.terminated).length
+      const left = rows.length - done
+      return {ok: true, detail: `terminated ${done} backend${done === 1 ? '' : 's'}${left ? `; ${left} left alone (finished or no longer over the threshold)` : ''}`}
+    },
+  }
+  return {
+    status: 'warn',
+    summary: `${rows.length} backend${rows.length === 1 ? '' : 's'} on ${i.database} running or holding a transaction longer than ${formatMs(i.thresholdMs)}${idleTx ? ` (${idleTx} idle in transaction)` : ''}`,
+    evidence,
+    fix,
+  }
+}
