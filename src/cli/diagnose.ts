@@ -1,3 +1,5 @@
+import {setMaxListeners} from 'node:events'
+
 import type {ChalkInstance} from 'chalk'
 
 import {loadConfig} from '../config/load.js'
@@ -84,6 +86,8 @@ export async function diagnoseCommand(args: string[], flags: DiagnoseFlags, io: 
   const timeoutMs = flags.timeout ?? config.timeout
   const deadlineMs = flags.deadline ?? defaultDeadline(timeoutMs)
   const controller = new AbortController()
+  // Every concurrent probe listens on the run's signal; that is by design, not a leak.
+  setMaxListeners(0, controller.signal)
   const deadline = setTimeout(() => controller.abort(new Error('run deadline')), deadlineMs)
   const onInterrupt = () => {
     if (controller.signal.aborted) process.exit(130)

@@ -9,6 +9,7 @@
 
 import {spawn} from 'node:child_process'
 import {randomBytes} from 'node:crypto'
+import {setMaxListeners} from 'node:events'
 import {mkdir, mkdtemp, rm, writeFile} from 'node:fs/promises'
 import {join, resolve} from 'node:path'
 
@@ -166,7 +167,11 @@ export async function startCallfsWorld(o: WorldOptions = {}): Promise<CallfsWorl
       const parsed = parseConfigText(text, join(dir, 'opsctl.yaml'))
       return parsed.systems.callfs.targets[0] as CallfsTarget
     },
-    settings: (over = {}) => ({timeoutMs: 2000, signal: new AbortController().signal, verbose: false, writeProbes: false, env: world.env, ...over}),
+    settings(over = {}) {
+      const signal = new AbortController().signal
+      setMaxListeners(0, signal)
+      return {timeoutMs: 2000, signal, verbose: false, writeProbes: false, env: world.env, ...over}
+    },
     async check(id, overrides = {}, settings = {}) {
       const {report, fix} = await runSingleCheck(callfsRunbook, id, world.target(overrides), world.settings(settings))
       return fix ? {...report, fix} : report
