@@ -1,10 +1,12 @@
 // Masking of secrets that can hide inside connection strings, for anything opsctl shows.
 
 const MASK = '****'
-// scheme://user:PASSWORD@ — the password is what follows the first ":" of the userinfo.
-const URL_PASSWORD = /\b([a-z][a-z0-9+.-]*:\/\/[^\s:/?#@]*:)[^\s/?#@]+@/gi
+// scheme://user:PASSWORD@ — the password is what follows the first ":" of the userinfo, up to
+// the "@". People write "/" in passwords unencoded, so it may contain one; quotes and commas end
+// it so that masking inside JSON text never eats a delimiter.
+const URL_PASSWORD = /\b([a-z][a-z0-9+.-]*:\/\/[^\s:/?#@"',]*:)[^\s?#@"',]+@/gi
 // ...?password=PASSWORD (libpq and redis clients accept it as a query parameter)
-const QUERY_PASSWORD = /([?&](?:password|pass|pwd|passwd)=)[^&#\s]*/gi
+const QUERY_PASSWORD = /([?&](?:password|pass|pwd|passwd)=)[^&#\s"',]*/gi
 
 /** `postgres://u:secret@h/db?password=x` → `postgres://u:****@h/db?password=****`; other text unchanged. */
 export function maskUrlPasswords(text: string): string {

@@ -2,6 +2,8 @@
 // writes for a person or a file (report, JSON, audit log, errors) passes through `redact`.
 // Evidence is built never to hold secrets; this is the second line of defence.
 
+import {maskUrlPasswords} from '../config/mask.js'
+
 const MASK = '****'
 const secrets = new Set<string>()
 let pattern: RegExp | null = null
@@ -32,13 +34,12 @@ function secretPattern(): RegExp | null {
   return pattern
 }
 
-// Credentials that look like credentials even when nobody registered them.
+// Credentials that look like credentials even when nobody registered them (URLs with a
+// password are masked by maskUrlPasswords).
 const SHAPES: Array<[RegExp, string]> = [
-  // scheme://user:password@host
-  [/\b([a-z][a-z0-9+.-]*:\/\/[^\s:/@"',]*):([^\s@/"',]+)@/gi, `$1:${MASK}@`],
   // Authorization: Bearer xxx / Basic xxx
   [/\b(Bearer|Basic)\s+[A-Za-z0-9._~+/=-]{4,}/g, `$1 ${MASK}`],
-  // password=xxx in DSNs and query strings
+  // password=xxx in keyword/value DSNs ("host=db password=x")
   [/\b(password|passwd|pwd)=([^\s&;"',]+)/gi, `$1=${MASK}`],
 ]
 
@@ -46,6 +47,7 @@ export function redact(text: string): string {
   let out = text
   const p = secretPattern()
   if (p) out = out.replace(p, MASK)
+  out = maskUrlPasswords(out)
   for (const [re, replacement] of SHAPES) out = out.replace(re, replacement)
   return out
 }

@@ -29,3 +29,10 @@ describe('redact', () => {
     expect(redact('about a tab')).toBe('about a tab')
   })
 })
+
+describe('redact: passwords inside URLs', () => {
+  it('masks a password that contains a slash, and stops at JSON delimiters', () => {
+    expect(redact('postgres://u:pa/ss@h/db')).toBe('postgres://u:****@h/db')
+    expect(redact('{"a":"postgres://u:x@h","b":"c@d"}')).toBe('{"a":"postgres://u:****@h","b":"c@d"}')
+  })
+})
