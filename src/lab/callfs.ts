@@ -51,6 +51,11 @@ export interface CallfsSimOptions {
   instanceId?: string
   /** 429 RATE_LIMIT_EXCEEDED for /v1 requests beyond this many per minute. */
   rateLimitPerMinute?: number | null
+  /**
+   * Serve /v1/* to anyone, key or not: a CallFS behind a proxy that answers for it (or a build
+   * without the auth middleware). The misconfiguration callfs.auth.required exists to catch.
+   */
+  openAccess?: boolean
 }
 
 export interface CallfsRequestLog {
@@ -847,7 +852,7 @@ export async function startCallfsSim(o: CallfsSimOptions): Promise<CallfsSim> {
       }
       if (path === '/v1' || path.startsWith('/v1/')) {
         route = '/v1/*'
-        if (auth.state !== 'valid') {
+        if (auth.state !== 'valid' && o.openAccess !== true) {
           sendJson(res, 401, AUTH_FAILED_BODY)
           return
         }
