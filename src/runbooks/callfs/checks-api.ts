@@ -78,14 +78,17 @@ function sha(s: string): string {
 async function keyHints(ctx: CallfsContext, key: string): Promise<string[]> {
   const hints: string[] = []
   const envName = ctx.target.api_key_env
-  if (/^bearer\s/i.test(key)) hints.push(`${envName} starts with "Bearer ": put only the key in the variable; opsctl adds the "Bearer " prefix`)
+  if (/^bearer\s/i.test(key.trim())) hints.push(`${envName} starts with "Bearer ": put only the key in the variable; opsctl adds the "Bearer " prefix`)
   if (key !== key.trim()) hints.push(`${envName} has leading or trailing whitespace (a newline from a file?)`)
+  // The key as it should have been given: without the prefix and the whitespace hinted above,
+  // so that a key that is right apart from those is not also called unknown.
+  const bare = sha(key.trim().replace(/^bearer\s+/i, '').trim())
   const cfg = await ctx.callfsConfig()
   if (cfg.state === 'parsed') {
     const keys = getPath(cfg.value, ['auth', 'api_keys'])
     if (Array.isArray(keys)) {
       const known = keys.filter((k): k is string => typeof k === 'string').map(sha)
-      if (!known.includes(sha(key.trim()))) hints.push(`the key in ${envName} is not one of the ${known.length} keys in ${cfg.path} auth.api_keys`)
+      if (!known.includes(bare)) hints.push(`the key in ${envName} is not one of the ${known.length} keys in ${cfg.path} auth.api_keys`)
     }
   }
   const procEnv = await ctx.processEnv()
@@ -94,7 +97,7 @@ async function keyHints(ctx: CallfsContext, key: string): Promise<string[]> {
       const value = procEnv.env[name]
       if (value !== undefined) {
         const listed = value.split(',').map((s) => s.trim())
-        const ours = listed.map(sha).includes(sha(key.trim()))
+        const ours = listed.map(sha).includes(bare)
         hints.push(
           `${name} is set in the CallFS process environment (pid ${procEnv.pid}) and overrides auth.api_keys from the file; ${ours ? 'your key is in it' : 'your key is NOT in it'}`,
         )

@@ -1,0 +1,343 @@
+// The CallFS API checks against the simulator over real TLS: callfs.api.health (and every way a
+// /health can go wrong on the wire), callfs.auth.required, callfs.auth.key and
+// callfs.files.roundtrip.
+
+import {spawn, type ChildProcess} from 'node:child_process'
+import {randomBytes} from 'node:crypto'
+import {copyFile, mkdtemp, readFile} from 'node:fs/promises'
+import {join} from 'node:path'
+import {afterAll, afterEach, beforeAll, describe, expect, it} from 'vitest'
+
+import {startCallfsSim, type CallfsRequestLog, type CallfsSim} from '../../../src/lab/callfs.js'
+import {callfsRunbook} from '../../../src/runbooks/callfs/index.js'
+import {freePort} from '../../support/ports.js'
+import {API_KEY, startCallfsWorld, type CallfsWorld} from '../../support/callfs-world.js'
+
+// A unit name of this file alone: other test files run at the same time and may start (or
+// look for) processes named after their own CallFS unit. At most 15 characters (comm).
+const UNIT = `cfs-api-${randomBytes(3).toString('hex')}`
+
+let w: CallfsWorld
+let sim: CallfsSim
+const children: ChildProcess[] = []
+const stops: Array<() => Promise<void>> = []
+
+beforeAll(async () => {
+  w = await startCallfsWorld({sim: {}})
+  sim = w.sim as CallfsSim
+})
+afterEach(() => {
+  sim.setHealthFault('none')
+  sim.setFilesFault(null)
+})
+afterAll(async () => {
+  for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL')
+  await Promise.allSettled(stops.map((s) => s()))
+  await w?.stop()
+})
+
+/** A real process whose executable is named `name` (a copy of sleep), with the given environment. */
+async function startNamedProcess(name: string, env: Record<string, string>): Promise<number> {
+  const dir = await mkdtemp(join(w.dir, 'bin-'))
+  const bin = join(dir, name)
+  await copyFile('/bin/sleep', bin)
+  const child = spawn(bin, ['300'], {stdio: 'ignore', env: {PATH: '/usr/bin:/bin', ...env}})
+  children.push(child)
+  const pid = child.pid as number
+  // Wait until the kernel shows the new name (the exec happened) and the environment is readable.
+  const until = Date.now() + 3000
+  while (Date.now() < until) {
+    const comm = await readFile(`/proc/${pid}/comm`, 'utf8').catch(() => '')
+    if (comm.trim() === name.slice(0, 15)) return pid
+    await new Promise((r) => setTimeout(r, 10))
+  }
+  throw new Error(`process ${name} did not start`)
+}
+
+/** A check of this file's world, with this file's unit name. */
+function check(id: string, overrides: Record<string, unknown> = {}, settings: Parameters<CallfsWorld['check']>[2] = {}) {
+  return w.check(id, {unit: UNIT, ...overrides}, settings)
+}
+
+function stop(pid: number): void {
+  const c = children.find((x) => x.pid === pid)
+  c?.kill('SIGKILL')
+}
+
+// ---------------------------------------------------------------------------------------------
+
+describe('callfs.api.health', () => {
+  const TIMEOUT = 300
+
+  it('ok: GET /health → {"status":"ok"} over verified TLS', async () => {
+    const r = await check('callfs.api.health')
+    expect(r.status).toBe('ok')
+    expect(r.summary).toMatch(/^GET https:\/\/localhost:\d+\/health → \{"status":"ok"\} in \d+ms$/)
+    expect(r.evidence).toMatchObject({status: 200, contentType: 'application/json'})
+    expect(r.remediation).toBeNull()
+  })
+
+  it('refused: nothing listens on the port', async () => {
+    const port = await freePort()
+    const r = await check('callfs.api.health', {url: `https://localhost:${port}`})
+    expect(r.status).toBe('fail')
+    expect(r.summary).toContain(`GET https://localhost:${port}/health: nothing listens on`)
+    expect(r.summary).toContain('connection refused')
+    expect(r.evidence).toMatchObject({error: 'refused', code: 'ECONNREFUSED'})
+  })
+
+  it('HTML instead of JSON: a proxy sign-in page on 200 fails with the page title', async () => {
+    sim.setHealthFault('html')
+    const r = await check('callfs.api.health')
+    expect(r.status).toBe('fail')
+    expect(r.summary).toContain('answered 200 but answered HTML, not JSON: <title>Sign in - Access Gateway</title>')
+    expect(r.summary).toContain('is something other than CallFS on this port?')
+    expect(r.evidence).toMatchObject({status: 200, contentType: 'text/html'})
+    expect(String(r.evidence.body)).toMatch(/^<!DOCTYPE html>/)
+  })
+
+  it('a hung server: ends within the time-out plus a small margin, and says it hung', async () => {
+    sim.setHealthFault('hang')
+    const started = Date.now()
+    const r = await check('callfs.api.health', {}, {timeoutMs: TIMEOUT})
+    const took = Date.now() - started
+    expect(r.status).toBe('fail')
+    expect(r.summary).toContain(`accepted the connection but sent no response within ${TIMEOUT}ms: the service is hung or overloaded`)
+    expect(r.evidence).toMatchObject({error: 'timeout'})
+    expect(took).toBeGreaterThanOrEqual(TIMEOUT - 20)
+    expect(took).toBeLessThan(TIMEOUT + 700)
+  })
+
+  it('a 1 GiB body: read up to the cap only, fast, and reported as not JSON', async () => {
+    sim.setHealthFault('huge-body')
+    const started = Date.now()
+    const r = await check('callfs.api.health', {}, {timeoutMs: 2000})
+    const took = Date.now() - started
+    expect(r.status).toBe('fail')
+    expect(r.summary).toMatch(/answered 200 but the body exceeded the \d+-byte cap and was cut off: not parsed as JSON/)
+    expect(r.evidence).toMatchObject({status: 200})
+    // The cap is 1 MiB: the probe stops reading far before 1 GiB, and well within its time-out.
+    expect(took).toBeLessThan(1500)
+    expect(String(r.evidence.body).length).toBeLessThanOrEqual(121)
+  })
+
+  it('slow-loris: headers, then a byte now and then — cut at the time-out', async () => {
+    sim.setHealthFault('slow-loris')
+    const started = Date.now()
+    const r = await check('callfs.api.health', {}, {timeoutMs: TIMEOUT})
+    const took = Date.now() - started
+    expect(r.status).toBe('fail')
+    expect(r.summary).toMatch(new RegExp(`answered 200 but the body did not finish within ${TIMEOUT}ms \\(\\d+ bytes read\\): the server is slow or stalled`))
+    expect(r.evidence).toMatchObject({error: 'timeout'})
+    expect(took).toBeLessThan(TIMEOUT + 700)
+  })
+
+  it('500: fails with the status and the body', async () => {
+    sim.setHealthFault('error-500')
+    const r = await check('callfs.api.health')
+    expect(r.status).toBe('fail')
+    expect(r.summary).toMatch(/^GET https:\/\/localhost:\d+\/health answered 500 \(answered text\/plain, not JSON/)
+    expect(r.evidence).toMatchObject({status: 500, body: 'Internal Server Error\\n'})
+  })
+
+  it('garbage bytes instead of HTTP: fails', async () => {
+    sim.setHealthFault('garbage')
+    const r = await check('callfs.api.health')
+    expect(r.status).toBe('fail')
+    expect(r.summary).toMatch(/^GET https:\/\/localhost:\d+\/health: /)
+    expect(r.summary).toContain('does not match the HTTP/1.1 protocol')
+  })
+
+  // BUG (src/diagnostics/http.ts, not ours): undici 7's HTTPParserError carries no `code`
+  // (name 'HTTPParserError', code undefined), so requestError never reaches its HPE_ branch: the
+  // probe reports kind 'other', "connecting to … failed: Response does not match…", though the
+  // connection and the TLS handshake succeeded. Remove `.fails` once http.ts recognises the error.
+  it.fails('garbage bytes instead of HTTP: a protocol failure that asks whether this is the right port', async () => {
+    sim.setHealthFault('garbage')
+    const r = await check('callfs.api.health')
+    expect(r.status).toBe('fail')
+    expect(r.evidence).toMatchObject({error: 'protocol'})
+    expect(r.summary).toMatch(/did not answer valid HTTP \(HPE_[A-Z_]+\): is this the right port, and does it speak HTTPS\?/)
+  })
+
+  it('TLS failure: an expired certificate fails, and the summary names the reason', async () => {
+    const expired = await startCallfsWorld({
+      sim: {},
+      cert: {notBefore: new Date(Date.now() - 40 * 86_400_000), notAfter: new Date(Date.now() - 10 * 86_400_000)},
+    })
+    stops.push(() => expired.stop())
+    const r = await expired.check('callfs.api.health', {unit: UNIT})
+    expect(r.status).toBe('fail')
+    expect(r.summary).toContain('is not trusted (CERT_HAS_EXPIRED)')
+    expect(r.summary).toMatch(/expired/i)
+    expect(r.evidence).toMatchObject({error: 'tls', code: 'CERT_HAS_EXPIRED'})
+  })
+})
+
+// ---------------------------------------------------------------------------------------------
+
+describe('callfs.auth.required', () => {
+  it('ok: the file API answers 401 AUTHENTICATION_FAILED without a key', async () => {
+    const before = sim.requests.length
+    const r = await check('callfs.auth.required')
+    expect(r.status).toBe('ok')
+    expect(r.summary).toBe('GET /v1/files/ without a key → 401 AUTHENTICATION_FAILED')
+    expect(r.evidence).toEqual({path: '/v1/files/', status: 401, code: 'AUTHENTICATION_FAILED'})
+    // It really asked without a key.
+    expect(sim.requests.slice(before)).toEqual([{method: 'GET', path: '/v1/files/', status: 401, auth: 'none'}])
+  })
+
+  it('fail, critical: a CallFS that serves /v1/files/ to anyone', async () => {
+    const open = await startCallfsSim({apiKeys: [API_KEY], tls: {cert: w.cert.cert, key: w.cert.key}, metricsPort: null, openAccess: true})
+    stops.push(() => open.stop())
+    const r = await check('callfs.auth.required', {url: open.url.replace('127.0.0.1', 'localhost')})
+    expect(r.status).toBe('fail')
+    expect(r.severity).toBe('critical')
+    expect(r.summary).toBe('GET /v1/files/ without any key answered 200: the file API is open to anyone who can reach it')
+    expect(r.evidence).toMatchObject({path: '/v1/files/', status: 200, body: 'null\\n'})
+    expect(r.remediation).toMatchObject({id: 'callfs.auth.enable', automated: false})
+    expect(open.requests).toEqual([{method: 'GET', path: '/v1/files/', status: 200, auth: 'none'}])
+  })
+})
+
+// ---------------------------------------------------------------------------------------------
+
+describe('callfs.auth.key', () => {
+  it('ok: the key from CALLFS_API_KEY is accepted', async () => {
+    const before = sim.requests.length
+    const r = await check('callfs.auth.key')
+    expect(r.status).toBe('ok')
+    expect(r.summary).toBe('GET /v1/files/ with Bearer $CALLFS_API_KEY → 200')
+    expect(sim.requests.slice(before)).toEqual([{method: 'GET', path: '/v1/files/', status: 200, auth: 'valid'}])
+  })
+
+  it('a wrong key fails with the hint that it is not among config.yaml keys, and never shows the key', async () => {
+    const wrong = `wrong-key-${randomBytes(12).toString('hex')}`
+    const env = {...w.env, CALLFS_API_KEY: wrong}
+    const r = await check('callfs.auth.key', {}, {env})
+    expect(r.status).toBe('fail')
+    expect(r.summary).toBe(`the key in CALLFS_API_KEY is refused: 401 AUTHENTICATION_FAILED — the key in CALLFS_API_KEY is not one of the 1 keys in ${w.configFile} auth.api_keys`)
+    expect(r.evidence).toMatchObject({status: 401, code: 'AUTHENTICATION_FAILED', keyVariable: 'CALLFS_API_KEY'})
+    expect(r.remediation).toMatchObject({id: 'callfs.auth.fix-key', automated: false})
+    const json = JSON.stringify(r)
+    expect(json).not.toContain(wrong)
+    expect(json).not.toContain(API_KEY)
+
+    // And not only thanks to the redaction of the report: the finding itself holds no key.
+    const spec = callfsRunbook.checks.find((c) => c.id === 'callfs.auth.key')
+    const finding = await spec?.run(callfsRunbook.createContext(w.target({unit: UNIT}), w.settings({env})))
+    expect(finding?.status).toBe('fail')
+    const raw = JSON.stringify({...finding, fix: {...finding?.fix, apply: undefined}})
+    expect(raw).not.toContain(wrong)
+    expect(raw).not.toContain(API_KEY)
+  })
+
+  it('a variable holding "Bearer <key>": fails with the hint to drop the prefix', async () => {
+    const r = await check('callfs.auth.key', {}, {env: {...w.env, CALLFS_API_KEY: `Bearer ${API_KEY}`}})
+    expect(r.status).toBe('fail')
+    expect(r.summary).toBe(
+      'the key in CALLFS_API_KEY is refused: 401 AUTHENTICATION_FAILED — CALLFS_API_KEY starts with "Bearer ": put only the key in the variable; opsctl adds the "Bearer " prefix',
+    )
+    // The key itself is one of the file's: no "not one of the keys" hint.
+    expect(r.evidence.hints).toEqual([expect.stringContaining('starts with "Bearer "')])
+    expect(JSON.stringify(r)).not.toContain(API_KEY)
+  })
+
+  it('CALLFS_AUTH__API_KEYS in the environment of the running CallFS overrides the file: hinted', async () => {
+    // CallFS (a real process named after the unit) was started with other keys in its environment;
+    // the server answers with those, not with the file's.
+    const envKey = `env-override-key-${randomBytes(8).toString('hex')}`
+    const pid = await startNamedProcess(UNIT, {CALLFS_AUTH__API_KEYS: envKey})
+    const served = await startCallfsSim({apiKeys: [envKey], tls: {cert: w.cert.cert, key: w.cert.key}, metricsPort: null})
+    stops.push(() => served.stop())
+    try {
+      const r = await check('callfs.auth.key', {unit: UNIT, url: served.url.replace('127.0.0.1', 'localhost')})
+      expect(r.status).toBe('fail')
+      expect(r.evidence.hints).toEqual([
+        `CALLFS_AUTH__API_KEYS is set in the CallFS process environment (pid ${pid}) and overrides auth.api_keys from the file; your key is NOT in it`,
+      ])
+      expect(r.summary).toContain(`CALLFS_AUTH__API_KEYS is set in the CallFS process environment (pid ${pid})`)
+      const json = JSON.stringify(r)
+      expect(json).not.toContain(envKey)
+      expect(json).not.toContain(API_KEY)
+    } finally {
+      stop(pid)
+    }
+  })
+
+  it('skipped when CALLFS_API_KEY is not set', async () => {
+    const before = sim.requests.length
+    const r = await check('callfs.auth.key', {}, {env: {PATH: w.env.PATH ?? ''}})
+    expect(r.status).toBe('skipped')
+    expect(r.summary).toBe('CALLFS_API_KEY is not set; set it to the CallFS API key to check authentication')
+    expect(sim.requests.length).toBe(before)
+  })
+})
+
+// ---------------------------------------------------------------------------------------------
+
+describe('callfs.files.roundtrip', () => {
+  function canaryRequests(from: number): CallfsRequestLog[] {
+    return sim.requests.slice(from).filter((q) => q.path.startsWith('/v1/files/.opsctl-canary-'))
+  }
+
+  it('skipped without --write-probes, and writes nothing', async () => {
+    const before = sim.requests.length
+    const r = await check('callfs.files.roundtrip')
+    expect(r.status).toBe('skipped')
+    expect(r.summary).toBe('writes a canary file: run with --write-probes to include it')
+    expect(sim.requests.length).toBe(before)
+  })
+
+  it('ok with --write-probes: PUT, GET, DELETE of one canary, which is gone afterwards', async () => {
+    const before = sim.requests.length
+    const r = await check('callfs.files.roundtrip', {}, {writeProbes: true})
+    expect(r.status).toBe('ok')
+    expect(r.evidence).toMatchObject({write: 201, read: 200, sha256Equal: true, delete: 204})
+    const path = String(r.evidence.path)
+    expect(path).toMatch(/^\/v1\/files\/\.opsctl-canary-[0-9a-f]{12}$/)
+    expect(r.summary).toBe(`wrote, read back (sha256 equal) and deleted ${path}`)
+    expect(canaryRequests(before)).toEqual([
+      {method: 'PUT', path, status: 201, auth: 'valid'},
+      {method: 'GET', path, status: 200, auth: 'valid'},
+      {method: 'DELETE', path, status: 204, auth: 'valid'},
+    ])
+    // The directory listing is empty again (a nil Go slice: null).
+    expect(await fetchListing()).toBe('null\n')
+  })
+
+  it('fail when the backend answers 500', async () => {
+    sim.setFilesFault({status: 500})
+    const before = sim.requests.length
+    const r = await check('callfs.files.roundtrip', {}, {writeProbes: true})
+    expect(r.status).toBe('fail')
+    expect(r.summary).toMatch(/^PUT \/v1\/files\/\.opsctl-canary-[0-9a-f]{12} answered 500 INTERNAL_ERROR$/)
+    expect(r.evidence).toMatchObject({write: 500})
+    expect(r.remediation).toMatchObject({id: 'callfs.files.investigate', automated: false})
+    expect(canaryRequests(before).map((q) => q.method)).toEqual(['PUT'])
+  })
+
+  it('a read that fails still deletes the canary', async () => {
+    // Every second files request fails: the PUT succeeds, the GET gets a 500, the DELETE succeeds.
+    sim.setFilesFault({status: 500, everyNth: 2})
+    const before = sim.requests.length
+    const r = await check('callfs.files.roundtrip', {}, {writeProbes: true})
+    expect(r.status).toBe('fail')
+    expect(r.summary).toMatch(/^GET \/v1\/files\/\.opsctl-canary-[0-9a-f]{12} answered 500 INTERNAL_ERROR$/)
+    expect(r.evidence).toMatchObject({write: 201, read: 500, delete: 204})
+    expect(canaryRequests(before).map((q) => `${q.method} ${q.status}`)).toEqual(['PUT 201', 'GET 500', 'DELETE 204'])
+    sim.setFilesFault(null)
+    expect(await fetchListing()).toBe('null\n')
+  })
+})
+
+/** The file API root, listed with the key (over the world's CA). */
+async function fetchListing(): Promise<string> {
+  const {httpRequest} = await import('../../../src/diagnostics/http.js')
+  const r = await httpRequest(
+    {url: `${w.config().url as string}/v1/files/`, headers: {authorization: `Bearer ${API_KEY}`}, tls: {caFile: w.cert.certFile}},
+    {timeoutMs: 2000},
+  )
+  if (!r.ok) throw new Error(r.error.message)
+  return r.value.body.toString('utf8')
+}
