@@ -1,6 +1,6 @@
 // Host checks on a service's data directory: free space, ownership and permissions.
 
-import {chmod, lchown, lstat, readdir} from 'node:fs/promises'
+import {chmod, chown, lchown, lstat, mkdir, readdir, realpath} from 'node:fs/promises'
 import {dirname, join} from 'node:path'
 
 import {diskUsage, findAccessProblems, findBlockingAncestor, formatMode, lookupGroupName, mayAccess, statPath, type UserInfo} from '../../diagnostics/files.js'
@@ -87,10 +87,17 @@ async function repairTree(root: string, user: UserInfo, signal: AbortSignal): Pr
   return {changed, visited}
 }
 
-export function repairOwnershipFix(dataDir: string, user: UserInfo, group: string, id: string, create: boolean): Fix {
+/**
+ * The safe fix: create a missing data directory (missing parents 0755, as `install -d` makes
+ * them, so the user can reach it), or chown/chmod an existing tree without following links.
+ * `linkedFrom`: the configured path is a symbolic link to `dataDir`; the fix works on the target,
+ * which is what the check audited (`chown -R` on the link would change only the link).
+ */
+export function repairOwnershipFix(dataDir: string, user: UserInfo, group: string, id: string, create: boolean, linkedFrom: string | null = null): Fix {
+  const via = linkedFrom ? `; ${linkedFrom} links there` : ''
   const plan = create
-    ? [`create ${dataDir} (mode 0750)`, `chown ${user.name}:${group} ${dataDir}`]
-    : [`chown -R ${user.name}:${group} ${dataDir} (symbolic links are not followed)`, `chmod -R u+rwX ${dataDir} (owner read/write; directories searchable)`]
+    ? [`create ${dataDir} (mode 0750; missing parent directories 0755)`, `chown ${user.name}:${group} ${dataDir}`]
+    : [`chown -R ${user.name}:${group} ${dataDir} (symbolic links are not followed${via})`, `chmod -R u+rwX ${dataDir} (owner read/write; directories searchable)`]
   return {
     id,
     title: create ? `Create ${dataDir} for ${user.name}` : `Give ${user.name} ownership of ${dataDir}`,
@@ -100,11 +107,17 @@ export function repairOwnershipFix(dataDir: string, user: UserInfo, group: strin
       : [`sudo chown -R ${user.name}:${group} ${dataDir}`, `sudo chmod -R u+rwX ${dataDir}`],
     async apply(signal) {
       if (create) {
-        const {mkdir, chown} = await import('node:fs/promises')
         const exists = await statPath(dataDir)
         if (exists.ok) return {ok: true, detail: `${dataDir} exists now; left alone`}
-        await mkdir(dataDir, {recursive: true, mode: 0o750})
+        await mkdir(dirname(dataDir), {recursive: true, mode: 0o755})
+        try {
+          await mkdir(dataDir, {mode: 0o750})
+        } catch (error) {
+          if ((error as NodeJS.ErrnoException).code === 'EEXIST') return {ok: true, detail: `${dataDir} exists now; left alone`}
+          throw error
+        }
         await chown(dataDir, user.uid, user.gid)
+        await chmod(dataDir, 0o750) // whatever the umask
         return {ok: true, detail: `created ${dataDir} owned by ${user.name}`}
       }
       const r = await repairTree(dataDir, user, signal)
@@ -148,6 +161,10 @@ export async function dataDirFinding(i: DataDirInput): Promise<Finding> {
       evidence.offenders = offenders.slice(0, 10).map((o) => `${o.path} (${o.owner ?? o.uid}, ${formatMode(o.mode)})`)
     }
   }
+  // A data_dir configured as a symbolic link: the audit above was of its target; so is the fix.
+  const linked = await lstat(dataDir).then((l) => l.isSymbolicLink()).catch(() => false)
+  const target = linked ? await realpath(dataDir).catch(() => dataDir) : dataDir
+  if (target !== dataDir) evidence.linksTo = target
   if (problems.length === 0) {
     return {status: 'ok', summary: `${dataDir} is owned and writable by ${user.name} (${formatMode(s.mode)}${walk.ok ? `, ${walk.value.checked} entries checked` : ''})`, evidence}
   }
@@ -155,6 +172,6 @@ export async function dataDirFinding(i: DataDirInput): Promise<Finding> {
     status: 'fail',
     summary: `${dataDir}: ${problems.join('; ')}`,
     evidence,
-    fix: repairOwnershipFix(dataDir, user, groupName, i.fixId, false),
+    fix: repairOwnershipFix(target, user, groupName, i.fixId, false, target === dataDir ? null : dataDir),
   }
 }
