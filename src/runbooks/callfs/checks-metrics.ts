@@ -1,7 +1,7 @@
 import {bodyExcerpt, httpRequest} from '../../diagnostics/http.js'
 import {STATUS_CODES} from 'node:http'
 
-import {bucketDelta, histogramBuckets, histogramQuantile, parsePrometheusText, samplesNamed, sumCounter, type Scrape} from '../../diagnostics/prometheus.js'
+import {bucketDelta, histogramBuckets, type Bucket, histogramQuantile, parsePrometheusText, samplesNamed, sumCounter, type Scrape} from '../../diagnostics/prometheus.js'
 import type {ProbeResult} from '../../diagnostics/types.js'
 import {formatMs} from '../../engine/runner.js'
 import type {CheckSpec, Fix} from '../../engine/types.js'
@@ -85,11 +85,24 @@ const isServerError = (labels: Record<string, string>) => {
 
 /**
  * The real GET handler counts each file read twice (its route and again as path="/files/*");
- * count each request once when both series are present.
+ * count each request once when both series are present. Decided over both scrapes: the first
+ * file reads may happen between them, so only the second shows the doubling.
  */
-function requestFilter(s: Scrape): (labels: Record<string, string>) => boolean {
-  const doubled = samplesNamed(s, REQUESTS).some((x) => x.labels.path === '/v1/files/*')
+function requestFilter(...scrapes: Scrape[]): (labels: Record<string, string>) => boolean {
+  const doubled = scrapes.some((s) => samplesNamed(s, REQUESTS).some((x) => x.labels.path === '/v1/files/*'))
   return (labels) => !(doubled && labels.path === '/files/*')
+}
+
+/** A CallFS metrics server: client_golang leaves a labelled vector out until its first observation. */
+const servesCallfs = (s: Scrape) => [...s.families.keys()].some((n) => n.startsWith('callfs_'))
+
+/** A counter's sum; 0 when the family is absent from a CallFS scrape (nothing counted yet); null when this is not CallFS. */
+function requestCount(s: Scrape, where: (labels: Record<string, string>) => boolean): number | null {
+  return sumCounter(s, REQUESTS, where) ?? (servesCallfs(s) ? 0 : null)
+}
+
+function durationBuckets(s: Scrape, where: (labels: Record<string, string>) => boolean): Bucket[] | null {
+  return histogramBuckets(s, DURATION, where) ?? (servesCallfs(s) ? [] : null)
 }
 
 export const errorsRate: CheckSpec<CallfsContext> = {
@@ -106,17 +119,17 @@ export const errorsRate: CheckSpec<CallfsContext> = {
     } catch (error) {
       return {status: 'unknown', summary: (error as Error).message}
     }
-    const counted = requestFilter(pair.before.scrape)
+    const counted = requestFilter(pair.before.scrape, ...(pair.after ? [pair.after.scrape] : []))
     const isError = (l: Record<string, string>) => counted(l) && isServerError(l)
-    const total0 = sumCounter(pair.before.scrape, REQUESTS, counted)
-    if (total0 === null) return {status: 'unknown', summary: `${REQUESTS} is not among the metrics`}
-    const err0 = sumCounter(pair.before.scrape, REQUESTS, isError) ?? 0
+    const total0 = requestCount(pair.before.scrape, counted)
+    if (total0 === null) return {status: 'unknown', summary: `${REQUESTS} is not among the metrics, nor any callfs_ metric: is ${ctx.target.metrics_url} the CallFS metrics server?`}
+    const err0 = requestCount(pair.before.scrape, isError) ?? 0
     let requests = total0
     let errors = err0
     let basis = 'since CallFS started'
     if (pair.after) {
-      const dTotal = (sumCounter(pair.after.scrape, REQUESTS, counted) ?? 0) - total0
-      const dErr = (sumCounter(pair.after.scrape, REQUESTS, isError) ?? 0) - err0
+      const dTotal = (requestCount(pair.after.scrape, counted) ?? 0) - total0
+      const dErr = (requestCount(pair.after.scrape, isError) ?? 0) - err0
       if (dTotal > 0) {
         requests = dTotal
         errors = Math.max(0, dErr)
@@ -157,12 +170,13 @@ export const latencyP95: CheckSpec<CallfsContext> = {
     } catch (error) {
       return {status: 'unknown', summary: (error as Error).message}
     }
-    const before = histogramBuckets(pair.before.scrape, DURATION)
-    if (!before) return {status: 'unknown', summary: `${DURATION} is not among the metrics`}
+    const counted = requestFilter(pair.before.scrape, ...(pair.after ? [pair.after.scrape] : []))
+    const before = durationBuckets(pair.before.scrape, counted)
+    if (!before) return {status: 'unknown', summary: `${DURATION} is not among the metrics, nor any callfs_ metric: is ${ctx.target.metrics_url} the CallFS metrics server?`}
     let buckets = before
     let basis = 'since CallFS started'
     if (pair.after) {
-      const after = histogramBuckets(pair.after.scrape, DURATION)
+      const after = durationBuckets(pair.after.scrape, counted)
       if (after) {
         const delta = bucketDelta(before, after)
         const observed = delta.at(-1)?.count ?? 0
