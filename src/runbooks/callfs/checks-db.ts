@@ -8,6 +8,25 @@ export const LATEST_MIGRATION = 3
 
 const run = (ctx: CallfsContext): PgRun => (fn) => ctx.pg(fn)
 
+/**
+ * The DSN for golang-migrate, as opsctl connected: the password masked, shown as `****` also
+ * when it comes from the environment (so the command says one is needed), and sslmode=disable
+ * (opsctl's default; lib/pq's is require) unless the DSN already names an sslmode.
+ */
+export function migrateDsn(dsn: string, passwordFromEnv: boolean): string {
+  let u: URL
+  try {
+    u = new URL(dsn)
+  } catch {
+    return maskDsn(dsn)
+  }
+  let text = dsn
+  // The user's own text, not URL's re-serialisation: only the userinfo and the query change.
+  if (passwordFromEnv && u.username !== '' && u.password === '') text = text.replace(/^([a-z][a-z0-9+.-]*:\/\/[^/?#@:]+)@/i, '$1:****@')
+  if (!u.searchParams.has('sslmode')) text += `${text.includes('?') ? '&' : '?'}sslmode=disable`
+  return maskDsn(text)
+}
+
 export const dbReachable: CheckSpec<CallfsContext> = {
   id: 'callfs.db.reachable',
   title: 'PostgreSQL accepts connections',
@@ -47,8 +66,9 @@ export const dbMigrations: CheckSpec<CallfsContext> = {
   docs: 'Database Connection Issues > Common Causes and Solutions > Database Migration Issues',
   remediations: [{id: 'callfs.db.migrate', title: 'Repair the schema migrations', automated: false}],
   async run(ctx) {
-    const dsn = ctx.target.postgres
-    const migrate = (cmd: string) => `migrate -database "${maskDsn(dsn)}${dsn.includes('?') ? '&' : '?'}sslmode=disable" -path metadata/schema ${cmd}`
+    const dsn = migrateDsn(ctx.target.postgres, ctx.postgresPassword() !== undefined)
+    const migrate = (cmd: string) => `migrate -database "${dsn}" -path metadata/schema ${cmd}`
+    const passwordNote = dsn.includes(':****@') ? [`in the commands, **** stands for the password (URL-encoded) in $${ctx.target.postgres_password_env ?? 'PGPASSWORD'}`] : []
     const r = await ctx.pg((sql) => sql<{version: string; dirty: boolean}>('SELECT version::text AS version, dirty FROM schema_migrations'))
     if (!r.ok) {
       if (r.error.kind === 'not-found' && r.error.code === '42P01') {
@@ -56,7 +76,7 @@ export const dbMigrations: CheckSpec<CallfsContext> = {
           status: 'fail',
           summary: 'table schema_migrations does not exist: the CallFS migrations never ran against this database',
           evidence: {code: r.error.code},
-          fix: {id: 'callfs.db.migrate', title: 'Apply the CallFS migrations', plan: ['run the migrations up to the latest version'], commands: [migrate('version'), migrate('up')]},
+          fix: {id: 'callfs.db.migrate', title: 'Apply the CallFS migrations', plan: ['run the migrations up to the latest version', ...passwordNote], commands: [migrate('version'), migrate('up')]},
         }
       }
       return {status: 'unknown', summary: `could not read schema_migrations: ${r.error.message}`, evidence: {error: r.error.kind, code: r.error.code ?? null}}
@@ -66,7 +86,7 @@ export const dbMigrations: CheckSpec<CallfsContext> = {
       return {
         status: 'fail',
         summary: 'schema_migrations is empty: no migration was recorded',
-        fix: {id: 'callfs.db.migrate', title: 'Apply the CallFS migrations', plan: ['run the migrations up'], commands: [migrate('up')]},
+        fix: {id: 'callfs.db.migrate', title: 'Apply the CallFS migrations', plan: ['run the migrations up', ...passwordNote], commands: [migrate('up')]},
       }
     }
     const version = Number(row.version)
@@ -82,6 +102,7 @@ export const dbMigrations: CheckSpec<CallfsContext> = {
           plan: [
             `inspect what migration ${version} changed and finish or undo it by hand`,
             `then mark the schema clean at the version it really is (${version} if it completed, ${version - 1} if not), and migrate up`,
+            ...passwordNote,
           ],
           commands: [migrate('version'), migrate(`force ${version - 1}`), migrate('up')],
         },
@@ -92,7 +113,7 @@ export const dbMigrations: CheckSpec<CallfsContext> = {
         status: 'warn',
         summary: `schema is at migration ${version}; CallFS ships ${LATEST_MIGRATION}`,
         evidence,
-        fix: {id: 'callfs.db.migrate', title: 'Apply the missing migrations', plan: [`migrate up from ${version} to ${LATEST_MIGRATION}`], commands: [migrate('up')]},
+        fix: {id: 'callfs.db.migrate', title: 'Apply the missing migrations', plan: [`migrate up from ${version} to ${LATEST_MIGRATION}`, ...passwordNote], commands: [migrate('up')]},
       }
     }
     return {status: 'ok', summary: `schema at migration ${version}, clean`, evidence}

@@ -92,6 +92,23 @@ interface Usage {
   idle: Array<{pid: number; usename: string; application_name: string; client_addr: string | null; idle_ms: number; state_change: string}>
 }
 
+/**
+ * A client backend in pg_stat_activity, also when the row belongs to another role and this
+ * one may not see its details (no pg_read_all_stats): such rows show only pid, database, user
+ * and application, with backend_type NULL. Background processes have no database or no user
+ * (a hidden parallel worker or logical walsender of another role would count: rare, and high).
+ */
+const CLIENT_BACKEND = `(backend_type = 'client backend' OR (backend_type IS NULL AND datname IS NOT NULL AND usename IS NOT NULL))`
+
+/**
+ * May this session signal backend `a` (pg_terminate_backend raises an ERROR otherwise)? As
+ * PostgreSQL decides: a superuser's backend only from a superuser; otherwise the privileges of
+ * its role or of pg_signal_backend.
+ */
+const CAN_SIGNAL =
+  `((NOT coalesce((SELECT rolsuper FROM pg_roles WHERE oid = a.usesysid), true) OR (SELECT rolsuper FROM pg_roles WHERE rolname = current_user)) ` +
+  `AND (pg_has_role(a.usesysid, 'USAGE') OR pg_has_role('pg_signal_backend', 'USAGE')))`
+
 function interval(ms: number): string {
   return `${Math.max(0, Math.round(ms))} milliseconds`
 }
@@ -132,10 +149,10 @@ export async function connectionsFinding(run: PgRun, i: ConnectionsInput): Promi
   const r = await run(async (sql): Promise<Usage> => {
     const [limits] = await sql<{max: number; reserved: number; used: number}>(
       `SELECT current_setting('max_connections')::int AS max, current_setting('superuser_reserved_connections')::int AS reserved,
-              (SELECT count(*)::int FROM pg_stat_activity WHERE backend_type = 'client backend') AS used`,
+              (SELECT count(*)::int FROM pg_stat_activity WHERE ${CLIENT_BACKEND}) AS used`,
     )
     const states = await sql<{state: string | null; n: number}>(
-      `SELECT coalesce(state, 'hidden') AS state, count(*)::int AS n FROM pg_stat_activity WHERE backend_type = 'client backend' GROUP BY 1`,
+      `SELECT coalesce(state, 'hidden') AS state, count(*)::int AS n FROM pg_stat_activity WHERE ${CLIENT_BACKEND} GROUP BY 1`,
     )
     const idle = await sql<Usage['idle'][number]>(
       `SELECT pid, usename, coalesce(application_name, '') AS application_name, host(client_addr) AS client_addr,
@@ -200,69 +217,124 @@ interface LongBackend {
   age_ms: number
   query: string
   backend_start: string
+  /** This session may terminate it (pg_terminate_backend would raise an error otherwise). */
+  can_signal: boolean
 }
+
+/**
+ * A SQL literal as pg_stat_activity may show it: a string (also E'' with backslash escapes), a
+ * dollar-quoted body, or a number. A string or body cut off by track_activity_query_size runs
+ * to the end of the text. One left-to-right pass, so quotes inside another literal do not count.
+ */
+const LITERAL =
+  /(?<![\w$])[eE]'(?:[^'\\]|\\[\s\S]|'')*(?:'|$)|'(?:[^']|'')*(?:'|$)|\$([A-Za-z_\u0080-\uffff][\w\u0080-\uffff]*)?\$[\s\S]*?(?:\$\1\$|$)|(?<![\w$.])(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?(?![\w.])/g
 
 /** Mask string and number literals so query text in evidence carries no data or secrets. */
 export function maskQueryLiterals(q: string): string {
   return q
-    .replace(/'(?:[^']|'')*'/g, "'?'")
-    .replace(/\$([a-z_]*)\$[\s\S]*?\$\1\$/gi, '$$?$$')
+    .replace(LITERAL, (m) => (m.startsWith('$') ? '$?$' : /^[eE]'/.test(m) ? "E'?'" : m.startsWith("'") ? "'?'" : '?'))
     .replace(/\s+/g, ' ')
     .trim()
     .slice(0, 160)
 }
 
 export async function longQueriesFinding(run: PgRun, i: LongQueriesInput): Promise<Finding> {
-  const r = await run((sql) =>
-    sql<LongBackend>(
-      `SELECT pid, usename, coalesce(application_name, '') AS application_name, state,
-              (extract(epoch FROM now() - least(coalesce(xact_start, query_start), query_start)) * 1000)::float8 AS age_ms,
-              coalesce(query, '') AS query, backend_start::text AS backend_start
-         FROM pg_stat_activity
-        WHERE datname = $1 AND pid <> pg_backend_pid() AND backend_type = 'client backend'
-          AND ((state = 'active' AND query_start < now() - $2::interval)
-            OR (state LIKE 'idle in transaction%' AND state_change < now() - $2::interval)
-            OR (xact_start < now() - $2::interval))
+  const r = await run(async (sql) => {
+    const rows = await sql<LongBackend>(
+      `SELECT a.pid, a.usename, coalesce(a.application_name, '') AS application_name, a.state,
+              (extract(epoch FROM now() - least(coalesce(a.xact_start, a.query_start), a.query_start)) * 1000)::float8 AS age_ms,
+              coalesce(a.query, '') AS query, a.backend_start::text AS backend_start, coalesce(${CAN_SIGNAL}, false) AS can_signal
+         FROM pg_stat_activity a
+        WHERE a.datname = $1 AND a.pid <> pg_backend_pid() AND a.backend_type = 'client backend'
+          AND ((a.state = 'active' AND a.query_start < now() - $2::interval)
+            OR (a.state LIKE 'idle in transaction%' AND a.state_change < now() - $2::interval)
+            OR (a.xact_start < now() - $2::interval))
         ORDER BY age_ms DESC LIMIT 100`,
       [i.database, interval(i.thresholdMs)],
-    ),
-  )
+    )
+    // Sessions of other roles whose state this role may not see (no pg_read_all_stats).
+    const [hidden] = await sql<{n: number}>(
+      `SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = $1 AND backend_type IS NULL AND usename IS NOT NULL`,
+      [i.database],
+    )
+    return {rows, hidden: hidden?.n ?? 0}
+  })
   if (!r.ok) return {status: 'unknown', summary: `could not read pg_stat_activity: ${r.error.message}`, evidence: {error: r.error.kind}}
-  const rows = r.value
-  if (rows.length === 0) return {status: 'ok', summary: `no query or transaction on ${i.database} older than ${formatMs(i.thresholdMs)}`}
+  const {rows, hidden} = r.value
+  const who = dsnInfo(i.dsn).user
+  const hiddenNote = hidden
+    ? `; ${hidden} session${hidden === 1 ? '' : 's'} of other roles not visible to ${who} (grant it pg_read_all_stats to see them)`
+    : ''
+  if (rows.length === 0) {
+    return {
+      status: 'ok',
+      summary: `no query or transaction on ${i.database} older than ${formatMs(i.thresholdMs)}${hiddenNote}`,
+      evidence: {threshold: formatMs(i.thresholdMs), hiddenSessions: hidden},
+    }
+  }
   const evidence = {
     threshold: formatMs(i.thresholdMs),
-    backends: rows.slice(0, 20).map((b) => ({pid: b.pid, user: b.usename, app: b.application_name, state: b.state, age: formatMs(Math.round(b.age_ms)), query: maskQueryLiterals(b.query)})),
+    backends: rows.slice(0, 20).map((b) => ({
+      pid: b.pid,
+      user: b.usename,
+      app: b.application_name,
+      state: b.state,
+      age: formatMs(Math.round(b.age_ms)),
+      query: maskQueryLiterals(b.query),
+      terminable: b.can_signal,
+    })),
+    hiddenSessions: hidden,
   }
   const idleTx = rows.filter((b) => b.state.startsWith('idle in transaction')).length
+  const ours = rows.filter((b) => b.can_signal)
+  const theirs = rows.filter((b) => !b.can_signal)
+  const theirsNote = theirs.length
+    ? `; ${theirs.length} belong${theirs.length === 1 ? 's' : ''} to roles ${who} may not signal (${[...new Set(theirs.map((b) => b.usename))].join(', ')}): a superuser can end ${theirs.length === 1 ? 'it' : 'them'}`
+    : ''
+  const summary =
+    `${rows.length} backend${rows.length === 1 ? '' : 's'} on ${i.database} running or holding a transaction longer than ${formatMs(i.thresholdMs)}` +
+    `${idleTx ? ` (${idleTx} idle in transaction)` : ''}${theirsNote}${hiddenNote}`
+  const pidList = (bs: LongBackend[]) => bs.map((b) => b.pid).join(',')
+  const line = (b: LongBackend) => `pid ${b.pid} (${b.usename}, ${b.state}, ${formatMs(Math.round(b.age_ms))})`
+  if (ours.length === 0) {
+    return {
+      status: 'warn',
+      summary,
+      evidence,
+      fix: {
+        id: i.terminateFixId,
+        title: `Have a superuser terminate the long-running backend${rows.length === 1 ? '' : 's'} on ${i.database}`,
+        plan: [...rows.map((b) => `as a superuser (or a member of the backend's role), terminate ${line(b)} if it is still running`)],
+        commands: [psql(i.dsn, `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE pid IN (${pidList(rows)});`)],
+      },
+    }
+  }
+  // Guard, in the one statement that acts: the same backend (pid and start time), still over
+  // the threshold, and still one this session may signal — never an error half-way.
   const guardSql =
-    `SELECT a.pid, pg_terminate_backend(a.pid) AS terminated FROM pg_stat_activity a ` +
+    `SELECT a.pid, CASE WHEN ${CAN_SIGNAL} THEN pg_terminate_backend(a.pid) ELSE false END AS terminated FROM pg_stat_activity a ` +
     `JOIN unnest($1::int[], $2::timestamptz[]) AS t(pid, backend_start) ON a.pid = t.pid AND a.backend_start = t.backend_start ` +
     `WHERE a.datname = $3 AND ((a.state = 'active' AND a.query_start < now() - $4::interval) ` +
     `OR (a.state LIKE 'idle in transaction%' AND a.state_change < now() - $4::interval) OR (a.xact_start < now() - $4::interval))`
   const fix: Fix = {
     id: i.terminateFixId,
-    title: `Terminate ${rows.length} long-running backend${rows.length === 1 ? '' : 's'} on ${i.database}`,
+    title: `Terminate ${ours.length} long-running backend${ours.length === 1 ? '' : 's'} on ${i.database}`,
     plan: [
-      ...rows.map((b) => `terminate pid ${b.pid} (${b.usename}, ${b.state}, ${formatMs(Math.round(b.age_ms))}) — only if it is the same backend and still over ${formatMs(i.thresholdMs)}`),
-      `SQL: ${guardSql} -- $1=[${rows.map((b) => b.pid).join(',')}] $3=${i.database} $4=${interval(i.thresholdMs)}`,
+      ...ours.map((b) => `terminate ${line(b)} — only if it is the same backend and still over ${formatMs(i.thresholdMs)}`),
+      ...theirs.map((b) => `leave ${line(b)}: ${who} may not terminate it (a superuser can)`),
+      `SQL: ${guardSql} -- $1=[${pidList(ours)}] $3=${i.database} $4=${interval(i.thresholdMs)}`,
     ],
-    commands: [psql(i.dsn, `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE pid IN (${rows.map((b) => b.pid).join(',')});`)],
+    commands: [psql(i.dsn, `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE pid IN (${pidList(ours)});`)],
     confirmText: i.database,
     async apply() {
       const res = await run((sql) =>
-        sql<{pid: number; terminated: boolean}>(guardSql, [rows.map((b) => b.pid), rows.map((b) => b.backend_start), i.database, interval(i.thresholdMs)]),
+        sql<{pid: number; terminated: boolean}>(guardSql, [ours.map((b) => b.pid), ours.map((b) => b.backend_start), i.database, interval(i.thresholdMs)]),
       )
       if (!res.ok) return {ok: false, detail: res.error.message}
       const done = res.value.filter((x) => x.terminated).length
-      const left = rows.length - done
+      const left = ours.length - done
       return {ok: true, detail: `terminated ${done} backend${done === 1 ? '' : 's'}${left ? `; ${left} left alone (finished or no longer over the threshold)` : ''}`}
     },
   }
-  return {
-    status: 'warn',
-    summary: `${rows.length} backend${rows.length === 1 ? '' : 's'} on ${i.database} running or holding a transaction longer than ${formatMs(i.thresholdMs)}${idleTx ? ` (${idleTx} idle in transaction)` : ''}`,
-    evidence,
-    fix,
-  }
+  return {status: 'warn', summary, evidence, fix}
 }
