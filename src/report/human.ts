@@ -69,14 +69,14 @@ export function formatPlan(r: RemediationReport, c: ChalkInstance, indent: strin
 }
 
 export function formatOutcome(o: Outcome, c: ChalkInstance): string {
-  const head =
-    o.decision === 'applied'
-      ? o.ok && o.verified
-        ? c.green('applied, verified')
-        : o.ok
-          ? c.yellow('applied, not verified')
-          : c.red('applied, failed')
-      : c.dim(o.decision)
+  if (o.decision !== 'applied') {
+    // A detail that already opens with the decision ("declined (answered no): …", "dry run: …")
+    // is the whole line; saying the decision twice reads like a stutter.
+    const lead = new RegExp(`^${o.decision.replace('-', '[- ]')}\\b`, 'i').exec(o.detail)
+    if (lead) return `${c.dim(o.decision)}${o.detail.slice(lead[0].length)}`
+    return `${c.dim(o.decision)} — ${o.detail}`
+  }
+  const head = o.ok && o.verified ? c.green('applied, verified') : o.ok ? c.yellow('applied, not verified') : c.red('applied, failed')
   return `${head} — ${o.detail}`
 }
 

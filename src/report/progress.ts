@@ -18,6 +18,10 @@ interface Tracker {
  */
 export async function withProgress<T>(refs: TargetRef[], work: (events: DiagnoseEvents) => Promise<T>): Promise<T> {
   const {Listr} = await import('listr2')
+  // listr2 wraps each line at process.stdout.columns. A pseudo-terminal that reports no size
+  // (0 columns: `script` without a terminal, some CI runners and serial consoles) would get one
+  // letter per line; 80 is what every other terminal program assumes there.
+  if (process.stdout.isTTY && !(process.stdout.columns > 0)) process.stdout.columns = 80
   const key = (system: string, target: string) => `${system}/${target}`
   const trackers = new Map<string, Tracker>()
   for (const ref of refs) {
