@@ -28,10 +28,15 @@ export const redisPing: CheckSpec<CallfsContext> = {
   docs: `${GUIDE} > Common Causes and Solutions > Redis Connection Issues`,
   remediations: [{id: 'callfs.redis.restore-connection', title: 'Restore the Redis connection', automated: false}],
   async run(ctx) {
+    // The probe has PINGed already. INFO is a @dangerous command an ACL user may lack: Redis
+    // answered all the same, so that is ok with the details unknown, not an unknown Redis.
     const r = await ctx.redis(async (redis) => {
-      const pong = await redis.ping()
-      const info = await redisInfo(redis)
-      return {pong, info}
+      try {
+        return {info: await redisInfo(redis), infoDenied: false}
+      } catch (error) {
+        if (!/^NOPERM/.test(error instanceof Error ? error.message : String(error))) throw error
+        return {info: {} as Record<string, string>, infoDenied: true}
+      }
     })
     const where = maskRedisUrl(ctx.target.redis)
     if (!r.ok) {
@@ -53,7 +58,14 @@ export const redisPing: CheckSpec<CallfsContext> = {
         },
       }
     }
-    const {info} = r.value
+    const {info, infoDenied} = r.value
+    if (infoDenied) {
+      return {
+        status: 'ok',
+        summary: `Redis at ${where} answers PING (INFO is not permitted for this user: version and role unknown)`,
+        evidence: {url: where, version: null, role: null, infoDenied: true},
+      }
+    }
     const evidence = {
       url: where,
       version: info.redis_version,

@@ -1,0 +1,489 @@
+// The CallFS Redis checks against real, throwaway redis-servers: refused ports, a SIGSTOPped
+// server, requirepass, a real maxmemory filled and evicting, real orphaned locks among CallFS's
+// other keys — and the guarded compare-and-delete applied, verified and audited, with locks
+// that changed between diagnosis and fix left alone, and the simulator's own locking showing
+// what an orphan does to a write.
+
+import {randomBytes} from 'node:crypto'
+import {readFile} from 'node:fs/promises'
+import {join, resolve} from 'node:path'
+
+import type {Redis} from 'ioredis'
+import {Agent, request} from 'undici'
+import {afterAll, afterEach, beforeAll, describe, expect, it} from 'vitest'
+
+import {AuditLog} from '../../../src/engine/audit.js'
+import {remediate} from '../../../src/engine/remediate.js'
+import type {TargetRun} from '../../../src/engine/runner.js'
+import type {CheckReport} from '../../../src/engine/types.js'
+import {API_KEY, startCallfsWorld, type CallfsWorld} from '../../support/callfs-world.js'
+import {freePort} from '../../support/ports.js'
+import {startRedis, type TestRedis} from '../../support/redis.js'
+
+// The walk's service checks call systemctl/journalctl: the fakes ("not booted"), never the host's.
+process.env.PATH = `${resolve(import.meta.dirname, '../../support/fakebin')}:${process.env.PATH ?? ''}`
+delete process.env.OPSCTL_FAKE_SYSTEMD_DIR
+
+const REDIS_PASSWORD = 'Callfs-Redis-Pass-93e1d'
+
+let w: CallfsWorld
+let r: Redis
+let authed: TestRedis
+let mem: TestRedis
+
+beforeAll(async () => {
+  ;[w, authed, mem] = await Promise.all([startCallfsWorld({redis: true, sim: {}}), startRedis({password: REDIS_PASSWORD}), startRedis()])
+  r = await (w.redis as TestRedis).client()
+})
+afterAll(async () => {
+  r?.disconnect()
+  await Promise.allSettled([w?.stop(), authed?.stop(), mem?.stop()])
+})
+afterEach(async () => {
+  await r.flushall()
+})
+
+// ---- helpers ----------------------------------------------------------------------------------
+
+const owner = () => randomBytes(16).toString('hex') // a CallFS instance id: 32 hex chars
+
+/** Every key with its type, exact serialized value and whether it expires. */
+async function keyspace(client: Redis): Promise<Map<string, string>> {
+  const out = new Map<string, string>()
+  let cursor = '0'
+  do {
+    const [next, keys] = await client.scan(cursor, 'COUNT', 1000)
+    cursor = next
+    for (const key of keys) {
+      const [type, dump, pttl] = await Promise.all([client.type(key), client.dumpBuffer(key), client.pttl(key)])
+      out.set(key, `${type}|${dump?.toString('hex')}|${pttl === -1 ? 'persistent' : 'expiring'}`)
+    }
+  } while (cursor !== '0')
+  return out
+}
+
+/** CallFS's other keys, which no lock fix may touch: metadata, children, single-use links, sequences. */
+async function plantCallfsData(n: number): Promise<void> {
+  const p = r.pipeline()
+  for (let i = 0; i < n; i++) {
+    p.set(`callfs:md:/data/file-${i}.txt`, JSON.stringify({size: i, owner: 'root'}))
+    p.sadd(`callfs:children:/data/dir-${i % 50}`, `file-${i}.txt`)
+    p.hset(`callfs:sul:${i.toString(16).padStart(8, '0')}`, {path: `/data/file-${i}.txt`, status: 'active'})
+    p.expire(`callfs:sul:${i.toString(16).padStart(8, '0')}`, 3600)
+    p.incr(`callfs:seq:${i % 10}`)
+  }
+  p.set('callfs:lock', 'not under the prefix "callfs:lock:"') // a neighbour of the prefix, no expiry
+  await p.exec()
+}
+
+interface AuditLine {
+  system: string
+  check: string
+  remediation: string
+  plan: string[]
+  decision: string
+  result: {ok: boolean; detail: string} | null
+  verified: boolean
+}
+
+/** Apply the automated fixes of `run` as `--yes` does; returns the audit lines written. */
+async function applyYes(run: TargetRun): Promise<AuditLine[]> {
+  const path = join(w.dir, `audit-${randomBytes(4).toString('hex')}.jsonl`)
+  await remediate([run], {kind: 'yes'}, new AuditLog(path, '0.1.0'), 2000)
+  const text = await readFile(path, 'utf8').catch(() => '')
+  return text
+    .trim()
+    .split('\n')
+    .filter(Boolean)
+    .map((l) => JSON.parse(l) as AuditLine)
+}
+
+/** The real walk of the whole flowchart, with only `id`'s fix left to apply. */
+async function walkFor(id: string, overrides: Record<string, unknown> = {}): Promise<TargetRun & {check: CheckReport}> {
+  const run = await w.walk(overrides)
+  expect(run.report.path).toContain(id)
+  for (const other of [...run.fixes.keys()]) if (other !== id) run.fixes.delete(other)
+  const check = run.report.checks.find((c) => c.id === id) as CheckReport
+  return Object.assign(run, {check})
+}
+
+const redisPort = () => (w.redis as TestRedis).port
+
+// ---- callfs.redis.ping --------------------------------------------------------------------------
+
+describe('callfs.redis.ping', () => {
+  it('ok: PING answered, with version, role and clients', async () => {
+    const c = await w.check('callfs.redis.ping')
+    expect(c.status).toBe('ok')
+    const version = (await r.info('server')).match(/redis_version:(\S+)/)?.[1]
+    expect(c.evidence).toMatchObject({url: `redis://127.0.0.1:${redisPort()}/0`, version, role: 'master'})
+    expect(c.evidence.connectedClients).toBeGreaterThanOrEqual(2) // opsctl, this test, the simulator
+    expect(c.summary).toMatch(new RegExp(`^Redis ${version} at redis://127\\.0\\.0\\.1:${redisPort()}/0 answers PING \\(master, \\d+ clients\\)$`))
+  })
+
+  it('fail: a closed port is refused; the fix says to start Redis there', async () => {
+    const port = await freePort()
+    const c = await w.check('callfs.redis.ping', {redis: `redis://127.0.0.1:${port}/0`})
+    expect(c.status).toBe('fail')
+    expect(c.evidence).toEqual({url: `redis://127.0.0.1:${port}/0`, error: 'refused'})
+    expect(c.summary).toMatch(new RegExp(`^redis://127\\.0\\.0\\.1:${port}/0: .*127\\.0\\.0\\.1:${port}.*refused`))
+    expect(c.remediation).toMatchObject({id: 'callfs.redis.restore-connection', automated: false})
+    expect(c.remediation?.plan).toEqual([`start Redis at redis://127.0.0.1:${port}/0, or correct dlm.redis_addr / systems.callfs.redis`])
+  })
+
+  it('ok with requirepass and the password from redis_password_env; fail (auth) with a wrong one or none; no password in any report', async () => {
+    const over = {redis: authed.url, redis_password_env: 'CALLFS_REDIS_PASSWORD'}
+    const good = await w.check('callfs.redis.ping', over, {env: {...w.env, CALLFS_REDIS_PASSWORD: REDIS_PASSWORD}})
+    expect(good.status).toBe('ok')
+
+    const wrong = 'Wrong-Redis-Pass-0c4f'
+    const bad = await w.check('callfs.redis.ping', over, {env: {...w.env, CALLFS_REDIS_PASSWORD: wrong}})
+    expect(bad.status).toBe('fail')
+    expect(bad.evidence).toMatchObject({error: 'auth'})
+    expect(bad.summary).toMatch(/refused the credentials .*WRONGPASS/)
+    expect(bad.remediation?.plan[0]).toMatch(/^set the Redis password in the variable named by systems\.callfs\.redis_password_env/)
+
+    const none = await w.check('callfs.redis.ping', over, {env: {...w.env}})
+    expect(none.status).toBe('fail')
+    expect(none.evidence).toMatchObject({error: 'auth'})
+    expect(none.summary).toMatch(/requires a password .*NOAUTH/)
+
+    for (const c of [good, bad, none]) {
+      expect(JSON.stringify(c)).not.toContain(REDIS_PASSWORD)
+      expect(JSON.stringify(c)).not.toContain(wrong)
+    }
+  })
+
+  it('ok for an ACL user that may PING but not INFO: Redis answers, only its version is unknown', async () => {
+    const pass = 'Ping-Only-Pass-7d21'
+    await r.call('ACL', 'SETUSER', 'opsping', 'reset', 'on', `>${pass}`, '~*', '+@connection', '-info')
+    try {
+      const c = await w.check('callfs.redis.ping', {redis: `redis://opsping@127.0.0.1:${redisPort()}/0`, redis_password_env: 'CALLFS_REDIS_PASSWORD'}, {
+        env: {...w.env, CALLFS_REDIS_PASSWORD: pass},
+      })
+      expect(c.status).toBe('ok')
+      expect(c.summary).toBe(`Redis at redis://opsping@127.0.0.1:${redisPort()}/0 answers PING (INFO is not permitted for this user: version and role unknown)`)
+      expect(c.evidence).toMatchObject({version: null, role: null, infoDenied: true})
+    } finally {
+      await r.call('ACL', 'DELUSER', 'opsping')
+    }
+  })
+
+  it('fail within the time-out plus a margin when Redis is SIGSTOPped, with a summary that says so', async () => {
+    authed.pause()
+    try {
+      const started = Date.now()
+      const c = await w.check('callfs.redis.ping', {redis: authed.url, redis_password_env: 'CALLFS_REDIS_PASSWORD'}, {
+        timeoutMs: 300,
+        env: {...w.env, CALLFS_REDIS_PASSWORD: REDIS_PASSWORD},
+      })
+      expect(Date.now() - started).toBeLessThan(300 + 1000)
+      expect(c.status).toBe('fail')
+      expect(c.evidence.error).toBe('timeout')
+      expect(c.summary).toMatch(/accepted the connection but did not answer within 300ms — is it stopped, overloaded or busy/)
+      expect(c.remediation?.plan[0]).toMatch(/^Redis accepted but did not answer/)
+    } finally {
+      authed.resume()
+    }
+    // And once resumed it answers again.
+    const after = await w.check('callfs.redis.ping', {redis: authed.url, redis_password_env: 'CALLFS_REDIS_PASSWORD'}, {env: {...w.env, CALLFS_REDIS_PASSWORD: REDIS_PASSWORD}})
+    expect(after.status).toBe('ok')
+  })
+})
+
+// ---- callfs.redis.memory ------------------------------------------------------------------------
+
+describe('callfs.redis.memory', () => {
+  let m: Redis
+  beforeAll(async () => {
+    m = await mem.client()
+  })
+  afterAll(() => m?.disconnect())
+  afterEach(async () => {
+    await m.config('SET', 'maxmemory', '0')
+    await m.config('SET', 'maxmemory-policy', 'noeviction')
+    await m.flushall()
+    await m.config('RESETSTAT')
+  })
+
+  const usedMemory = async (): Promise<number> => Number((await m.info('memory')).match(/^used_memory:(\d+)/m)?.[1])
+  /** Sets maxmemory so that what is used now is `ratio` of it. */
+  const limitAt = async (ratio: number): Promise<void> => {
+    await m.config('SET', 'maxmemory', String(Math.round((await usedMemory()) / ratio)))
+  }
+  const check = () => w.check('callfs.redis.memory', {redis: mem.url})
+
+  it('ok: no maxmemory, nothing evicted', async () => {
+    const c = await check()
+    expect(c.status).toBe('ok')
+    expect(c.evidence).toMatchObject({maxmemory: 'no limit', usedPercent: null, policy: 'noeviction', evictedKeys: 0, rejectedConnections: 0})
+    expect(c.summary).toMatch(/^Redis uses \d+\.\d MiB, no maxmemory limit; nothing evicted$/)
+  })
+
+  it('ok below 80 % of maxmemory, warn between 80 and 95 %', async () => {
+    await m.call('DEBUG', 'POPULATE', '50000', 'callfs:md:', '100')
+    await limitAt(0.6)
+    const low = await check()
+    expect(low.status).toBe('ok')
+    expect(low.evidence.usedPercent).toBeGreaterThan(55)
+    expect(low.evidence.usedPercent).toBeLessThan(65)
+
+    await limitAt(0.88)
+    const c = await check()
+    expect(c.status).toBe('warn')
+    expect(c.evidence.usedPercent).toBeGreaterThan(85)
+    expect(c.evidence.usedPercent).toBeLessThan(91)
+    expect(c.summary).toMatch(/^\d+(\.\d)?% of maxmemory used$/)
+    expect(c.remediation).toMatchObject({id: 'callfs.redis.memory-headroom', automated: false})
+  })
+
+  it('fail: filled past 95 % of a small maxmemory', async () => {
+    await m.config('SET', 'maxmemory', '8mb')
+    // Fill it for real: writes until Redis refuses them (noeviction → OOM).
+    const value = 'v'.repeat(1000)
+    let refused = false
+    for (let batch = 0; batch < 20 && !refused; batch++) {
+      const p = m.pipeline()
+      for (let i = 0; i < 1000; i++) p.set(`callfs:md:/fill/${batch}/${i}`, value)
+      refused = ((await p.exec()) ?? []).some(([e]) => e && /OOM/.test(String(e)))
+    }
+    expect(refused).toBe(true)
+    const c = await check()
+    expect(c.status).toBe('fail')
+    expect(c.evidence.usedPercent).toBeGreaterThanOrEqual(95)
+    expect(c.evidence).toMatchObject({maxmemory: '8.0 MiB', policy: 'noeviction', evictedKeys: 0})
+    expect(c.summary).toMatch(/^\d+(\.\d)?% of maxmemory used$/)
+  })
+
+  it('fail: keys evicted (allkeys-lru, overfilled), naming evicted_keys and the policy', async () => {
+    await m.config('SET', 'maxmemory-policy', 'allkeys-lru')
+    await m.config('SET', 'maxmemory', String((await usedMemory()) + 2 * 1024 * 1024))
+    const value = 'v'.repeat(1000)
+    for (let batch = 0; batch < 6; batch++) {
+      const p = m.pipeline()
+      for (let i = 0; i < 1000; i++) p.set(`callfs:md:/evict/${batch}/${i}`, value)
+      await p.exec()
+    }
+    // Lift the limit again: memory is fine now, but the keys evicted stay evicted (and counted).
+    await m.config('SET', 'maxmemory', '0')
+    const evicted = Number((await m.info('stats')).match(/^evicted_keys:(\d+)/m)?.[1])
+    expect(evicted).toBeGreaterThan(0)
+    expect(await m.dbsize()).toBeLessThan(6000)
+    const c = await check()
+    expect(c.status).toBe('fail')
+    expect(c.evidence).toMatchObject({evictedKeys: evicted, policy: 'allkeys-lru', maxmemory: 'no limit'})
+    expect(c.summary).toBe(`${evicted} keys evicted since start (policy allkeys-lru) — an evicted lock lets two writers in`)
+    expect(c.remediation?.commands).toContain(`redis-cli -u ${mem.url} config set maxmemory-policy noeviction`)
+  })
+})
+
+// ---- callfs.redis.orphaned-locks ----------------------------------------------------------------
+
+describe('callfs.redis.orphaned-locks', () => {
+  it('ok: only live locks (expiry within lock_timeout), and other CallFS keys without expiry are not locks', async () => {
+    await plantCallfsData(200)
+    const a = owner()
+    for (let i = 0; i < 5; i++) await r.set(`callfs:lock:file:/live/${i}.txt`, a, 'EX', 30)
+    const c = await w.check('callfs.redis.orphaned-locks')
+    expect(c.status).toBe('ok')
+    expect(c.evidence).toEqual({scanned: 5, live: 5})
+    expect(c.summary).toMatch(/^5 live lock\(s\) under callfs:lock:, none orphaned; scanned 5 lock keys in \d+m?s$/)
+  })
+
+  it('fail: orphans (no expiry) among live locks and lots of other keys, with keys, owners and count', async () => {
+    await plantCallfsData(2000)
+    const [a, b] = [owner(), owner()]
+    for (let i = 0; i < 5; i++) await r.set(`callfs:lock:file:/live/${i}.txt`, a, 'EX', 30)
+    const orphans = ['callfs:lock:file:/docs/a.txt', 'callfs:lock:file:/docs/b.txt', 'callfs:lock:dir:/docs']
+    await r.set(orphans[0] as string, a)
+    await r.set(orphans[1] as string, a)
+    await r.set(orphans[2] as string, b)
+    const c = await w.check('callfs.redis.orphaned-locks')
+    expect(c.status).toBe('fail')
+    expect(c.summary).toBe('3 lock keys under callfs:lock: have no expiry')
+    expect(c.evidence).toMatchObject({count: 3, owners: {[a]: 2, [b]: 1}, scanned: 8, live: 5})
+    expect((c.evidence.keys as string[]).sort()).toEqual([...orphans].sort())
+    expect(c.evidence.idleSeconds).toEqual({min: expect.any(Number), max: expect.any(Number)})
+    expect(c.remediation).toMatchObject({id: 'callfs.redis.release-orphaned-locks', automated: true, risk: 'destructive'})
+    expect([...(c.remediation?.plan ?? [])].sort()).toEqual(
+      [`compare-and-delete ${orphans[0]} (owner ${a.slice(0, 8)}…)`, `compare-and-delete ${orphans[1]} (owner ${a.slice(0, 8)}…)`, `compare-and-delete ${orphans[2]} (owner ${b.slice(0, 8)}…)`].sort(),
+    )
+    expect(c.remediation?.commands).toContain(`redis-cli -u redis://127.0.0.1:${redisPort()}/0 DEL ${orphans[2]}`)
+  })
+
+  it('fail: an expiry above lock_timeout is an orphan too', async () => {
+    const a = owner()
+    await r.set('callfs:lock:file:/live.txt', a, 'EX', 30)
+    await r.set('callfs:lock:file:/stuck.txt', a, 'EX', 3600)
+    const c = await w.check('callfs.redis.orphaned-locks')
+    expect(c.status).toBe('fail')
+    expect(c.summary).toBe('1 have an expiry above lock_timeout 60s')
+    expect(c.evidence).toMatchObject({keys: ['callfs:lock:file:/stuck.txt'], count: 1, live: 1})
+    // Within a longer lock_timeout the same key is live.
+    const longer = await w.check('callfs.redis.orphaned-locks', {lock_timeout: '2h'})
+    expect(longer.status).toBe('ok')
+  })
+
+  it('the fix (--yes) releases exactly the orphans: every other key untouched, verified, audited', async () => {
+    await plantCallfsData(2000)
+    const [a, b] = [owner(), owner()]
+    for (let i = 0; i < 20; i++) await r.set(`callfs:lock:file:/live/${i}.txt`, i % 2 ? a : b, 'EX', 30)
+    const orphans = Array.from({length: 12}, (_, i) => `callfs:lock:file:/orphan/${i}.txt`)
+    for (const [i, key] of orphans.entries()) await r.set(key, i % 3 ? a : b)
+    await r.set('callfs:lock:file:/stuck.txt', a, 'EX', 7200)
+    const before = await keyspace(r)
+
+    const run = await walkFor('callfs.redis.orphaned-locks')
+    expect(run.check.status).toBe('fail')
+    expect(run.check.evidence.count).toBe(13)
+    const audit = await applyYes(run)
+
+    const after = await keyspace(r)
+    const released = [...orphans, 'callfs:lock:file:/stuck.txt']
+    const expected = new Map([...before].filter(([k]) => !released.includes(k)))
+    expect(after).toEqual(expected)
+    expect(after.size).toBe(before.size - 13)
+
+    expect(run.check.outcome).toMatchObject({decision: 'applied', ok: true, verified: true, detail: 'released 13 of 13 locks; re-check: ok'})
+    expect(audit).toHaveLength(1)
+    expect(audit[0]).toMatchObject({system: 'callfs', check: 'callfs.redis.orphaned-locks', remediation: 'callfs.redis.release-orphaned-locks', decision: 'applied', verified: true})
+    expect(audit[0]?.result).toEqual({ok: true, detail: 'released 13 of 13 locks; re-check: ok'})
+    expect([...(audit[0]?.plan ?? [])].map((l) => /^compare-and-delete (\S+) /.exec(l)?.[1]).sort()).toEqual([...released].sort())
+  })
+
+  it('guard: a lock re-acquired by a new owner, or given an expiry by its owner, after the diagnosis is left alone', async () => {
+    const [a, b] = [owner(), owner()]
+    await r.set('callfs:lock:file:/reacquired.txt', a)
+    await r.set('callfs:lock:file:/renewed.txt', a)
+    await r.set('callfs:lock:file:/orphan.txt', b)
+    const run = await walkFor('callfs.redis.orphaned-locks')
+    expect(run.check.evidence.count).toBe(3)
+
+    // Between diagnosis and fix: the orphan was cleared and a CallFS took the lock anew …
+    await r.del('callfs:lock:file:/reacquired.txt')
+    const fresh = owner()
+    await r.set('callfs:lock:file:/reacquired.txt', fresh, 'EX', 30)
+    // … and the other got an expiry from its owner.
+    await r.pexpire('callfs:lock:file:/renewed.txt', 20_000)
+
+    await applyYes(run)
+    expect(await r.get('callfs:lock:file:/reacquired.txt')).toBe(fresh)
+    expect(await r.ttl('callfs:lock:file:/reacquired.txt')).toBeGreaterThan(25)
+    expect(await r.get('callfs:lock:file:/renewed.txt')).toBe(a)
+    expect(await r.pttl('callfs:lock:file:/renewed.txt')).toBeGreaterThan(15_000)
+    expect(await r.exists('callfs:lock:file:/orphan.txt')).toBe(0)
+    expect(run.check.outcome).toMatchObject({
+      ok: true,
+      verified: true,
+      detail: 'released 1 of 3 locks; left alone 2: 1 re-acquired by another owner, 1 given an expiry, 0 already gone; re-check: ok',
+    })
+  })
+
+  it('a read-only ACL user (no scripting) still finds the orphans; the fix, which needs Lua for its guard, refuses and deletes nothing', async () => {
+    const pass = 'Ro-User-Pass-52a7e'
+    await r.call('ACL', 'SETUSER', 'opsro', 'reset', 'on', `>${pass}`, '~*', '&*', '+@read', '+@connection', '+info', '-@scripting')
+    try {
+      const a = owner()
+      await r.set('callfs:lock:file:/ro/orphan.txt', a)
+      await r.set('callfs:lock:file:/ro/live.txt', a, 'EX', 30)
+      const over = {redis: `redis://opsro@127.0.0.1:${redisPort()}/0`, redis_password_env: 'CALLFS_REDIS_PASSWORD'}
+      const settings = {env: {...w.env, CALLFS_REDIS_PASSWORD: pass}}
+      const {fix, ...check} = await w.check('callfs.redis.orphaned-locks', over, settings)
+      expect(check.status).toBe('fail')
+      expect(check.evidence).toMatchObject({keys: ['callfs:lock:file:/ro/orphan.txt'], count: 1, owners: {[a]: 1}, live: 1})
+
+      const target = w.target(over).name
+      const run: TargetRun = {
+        system: 'callfs',
+        target,
+        report: {system: 'callfs', target, status: check.status, durationMs: 0, path: [check.id], checks: [check]},
+        fixes: new Map(fix ? [[check.id, fix]] : []),
+        recheck: async (id) => w.check(id, over, settings),
+      }
+      const audit = await applyYes(run)
+      expect(await r.get('callfs:lock:file:/ro/orphan.txt')).toBe(a)
+      expect(check.outcome).toMatchObject({decision: 'applied', ok: false, verified: false})
+      expect(check.outcome?.detail).toMatch(/denied a command to this user \(NOPERM.*\) — grant it in the ACL; re-check: fail/)
+      expect(audit[0]).toMatchObject({decision: 'applied', verified: false, result: {ok: false}})
+      expect(JSON.stringify([check, audit])).not.toContain(pass)
+    } finally {
+      await r.call('ACL', 'DELUSER', 'opsro')
+    }
+  })
+
+  it('the simulator: a PUT under an orphaned lock fails 500; after the fix the PUT succeeds', async () => {
+    const url = `${String(w.config().url)}/v1/files/docs/report.txt`
+    const dispatcher = new Agent({connect: {ca: w.cert.cert}})
+    const put = async (): Promise<{status: number; body: string}> => {
+      const res = await request(url, {method: 'PUT', dispatcher, headers: {authorization: `Bearer ${API_KEY}`}, body: 'quarterly numbers'})
+      return {status: res.statusCode, body: await res.body.text()}
+    }
+    try {
+      const crashed = owner() // an instance that died holding the lock, its expiry lost
+      await r.set('callfs:lock:file:/docs/report.txt', crashed)
+      const blocked = await put()
+      expect(blocked.status).toBe(500)
+      expect(blocked.body).toMatch(/failed to acquire lock for file creation/)
+
+      const run = await walkFor('callfs.redis.orphaned-locks')
+      expect(run.check.status).toBe('fail')
+      expect(run.check.evidence).toMatchObject({keys: ['callfs:lock:file:/docs/report.txt'], owners: {[crashed]: 1}})
+      await applyYes(run)
+      expect(run.check.outcome).toMatchObject({ok: true, verified: true})
+
+      expect((await put()).status).toBe(201)
+      expect(await r.exists('callfs:lock:file:/docs/report.txt')).toBe(0) // taken with EX 30 and released again
+    } finally {
+      await dispatcher.close()
+    }
+  })
+})
+
+// ---- callfs.redis.lock-pressure -----------------------------------------------------------------
+
+describe('callfs.redis.lock-pressure', () => {
+  const live = async (n: number, who: string, prefix = 'p'): Promise<void> => {
+    const p = r.pipeline()
+    for (let i = 0; i < n; i++) p.set(`callfs:lock:file:/${prefix}/${who.slice(0, 6)}/${i}`, who, 'EX', 30)
+    await p.exec()
+  }
+
+  it('ok: a normal number of live locks spread over instances', async () => {
+    const [a, b] = [owner(), owner()]
+    await live(30, a)
+    await live(20, b)
+    const c = await w.check('callfs.redis.lock-pressure')
+    expect(c.status).toBe('ok')
+    expect(c.summary).toBe('50 live lock(s) held by 2 instance(s)')
+    expect(c.evidence).toEqual({live: 50, threshold: 1000, owners: 2, topOwner: {owner: a, held: 30}})
+  })
+
+  it('warn: more live locks than thresholds.live_locks', async () => {
+    await live(11, owner())
+    const c = await w.check('callfs.redis.lock-pressure', {thresholds: {live_locks: 10}})
+    expect(c.status).toBe('warn')
+    expect(c.summary).toBe('11 live locks (threshold 10)')
+    expect(c.remediation).toMatchObject({id: 'callfs.redis.tune-locks', automated: false})
+    expect(c.remediation?.commands[0]).toBe(`redis-cli -u redis://127.0.0.1:${redisPort()}/0 --scan --pattern 'callfs:lock:*' --count 1000 | head -50`)
+  })
+
+  it('warn: one of two instances holds more than 80 % of at least 50 live locks; exactly 80 % is ok', async () => {
+    const [a, b] = [owner(), owner()]
+    await live(40, a)
+    await live(10, b)
+    expect((await w.check('callfs.redis.lock-pressure')).status).toBe('ok') // 40 of 50: 80 %, not more
+
+    await live(5, a, 'q')
+    const c = await w.check('callfs.redis.lock-pressure')
+    expect(c.status).toBe('warn')
+    expect(c.summary).toBe(`one instance (${a.slice(0, 8)}…) holds 45 of 55 live locks`)
+    expect(c.evidence).toMatchObject({live: 55, owners: 2, topOwner: {owner: a, held: 45}})
+  })
+
+  it('ok: below 50 live locks one instance may hold them all', async () => {
+    const [a, b] = [owner(), owner()]
+    await live(45, a)
+    await live(1, b)
+    expect((await w.check('callfs.redis.lock-pressure')).status).toBe('ok')
+  })
+})
