@@ -11,6 +11,11 @@ function port(u: URL): number {
   return u.port ? Number(u.port) : u.protocol === 'https:' ? 443 : 80
 }
 
+/** The host a certificate must name: a URL's hostname without IPv6 brackets. */
+function certHost(u: URL): string {
+  return u.hostname.replace(/^\[|\]$/g, '')
+}
+
 export const apiHealth: CheckSpec<CallfsContext> = {
   id: 'callfs.api.health',
   title: 'CallFS answers /health',
@@ -105,21 +110,27 @@ const RANK: Record<Status, number> = {skipped: 0, ok: 1, warn: 2, unknown: 3, fa
 interface TlsIssue {
   status: Status
   text: string
+  /**
+   * What would make it go away: a new pair (expired, missing, broken, wrong host, key of
+   * another pair), trusting the certificate (a new self-signed one would be just as untrusted),
+   * or something else (a restart pending, a permission).
+   */
+  remedy: 'regenerate' | 'trust' | 'other'
 }
 
 function certIssues(label: string, cert: CertInfo, warnDays: number): TlsIssue[] {
   const issues: TlsIssue[] = []
   const now = Date.now()
-  if (Date.parse(cert.validFrom) > now) issues.push({status: 'fail', text: `${label} is not valid before ${cert.validFrom}`})
-  if (cert.daysLeft < 0) issues.push({status: 'fail', text: `${label} expired ${cert.validTo} (${Math.ceil(-cert.daysLeft)} days ago)`})
-  else if (cert.daysLeft < warnDays) issues.push({status: 'warn', text: `${label} expires ${cert.validTo} (in ${Math.floor(cert.daysLeft)} days)`})
+  if (Date.parse(cert.validFrom) > now) issues.push({status: 'fail', text: `${label} is not valid before ${cert.validFrom}`, remedy: 'regenerate'})
+  if (cert.daysLeft < 0) issues.push({status: 'fail', text: `${label} expired ${cert.validTo} (${Math.ceil(-cert.daysLeft)} days ago)`, remedy: 'regenerate'})
+  else if (cert.daysLeft < warnDays) issues.push({status: 'warn', text: `${label} expires ${cert.validTo} (in ${Math.floor(cert.daysLeft)} days)`, remedy: 'regenerate'})
   return issues
 }
 
 function handshakeIssues(h: TlsHandshake, insecure: boolean, warnDays: number): TlsIssue[] {
   const issues: TlsIssue[] = []
   h.chain.forEach((cert, i) => issues.push(...certIssues(i === 0 ? 'served certificate' : `chain certificate ${i} (${cert.subject})`, cert, warnDays)))
-  if (!h.hostnameOk) issues.push({status: 'fail', text: `served certificate does not cover ${h.servername}: ${h.hostnameError ?? 'hostname mismatch'}`})
+  if (!h.hostnameOk) issues.push({status: 'fail', text: `served certificate does not cover ${h.servername}: ${h.hostnameError ?? 'hostname mismatch'}`, remedy: 'regenerate'})
   const leaf = h.chain[0]
   if (!h.authorized && h.authorizationError && !/EXPIRED|NOT_YET_VALID/.test(h.authorizationError)) {
     const selfSigned = leaf?.selfSigned || /SELF_SIGNED/.test(h.authorizationError)
@@ -131,10 +142,29 @@ function handshakeIssues(h: TlsHandshake, insecure: boolean, warnDays: number): 
         text: selfSigned
           ? `served certificate is self-signed and not trusted (${h.authorizationError}): set systems.callfs.tls.ca_file to it, or tls.insecure: true for a dev setup`
           : `served certificate is not trusted: ${h.authorizationError}`,
+        remedy: 'trust',
       })
     }
   }
   return issues
+}
+
+/** The certificate is fine but not trusted here: tell opsctl to trust it (a new one would not be). */
+function trustFix(url: URL, certFile: string | null, selfSigned: boolean): Fix {
+  const endpoint = `${url.hostname}:${port(url)}`
+  return {
+    id: 'callfs.tls.trust',
+    title: 'Trust the certificate CallFS serves',
+    plan: [
+      selfSigned
+        ? certFile
+          ? `set systems.callfs.tls.ca_file: ${certFile} in the opsctl configuration (the certificate CallFS is configured to serve)`
+          : 'save the certificate CallFS serves (the first one openssl s_client -showcerts prints) and set systems.callfs.tls.ca_file to that file'
+        : 'set systems.callfs.tls.ca_file to the CA certificate that issued the served certificate (or serve the full chain)',
+      'or, on a test system only, tls.insecure: true',
+    ],
+    commands: [`openssl s_client -connect ${endpoint} -servername ${certHost(url)} -showcerts </dev/null`],
+  }
 }
 
 export const tlsCert: CheckSpec<CallfsContext> = {
@@ -145,6 +175,7 @@ export const tlsCert: CheckSpec<CallfsContext> = {
   remediations: [
     {id: 'callfs.tls.generate-self-signed', title: 'Generate a self-signed certificate for a dev setup', automated: true, risk: 'safe'},
     {id: 'callfs.tls.renew', title: 'Renew or replace the certificate', automated: false},
+    {id: 'callfs.tls.trust', title: 'Trust the certificate CallFS serves', automated: false},
   ],
   budgetMs: (t) => t * 2 + 1000,
   async run(ctx) {
@@ -157,7 +188,7 @@ export const tlsCert: CheckSpec<CallfsContext> = {
 
     if (url.protocol === 'https:') {
       const h = await ctx.memo('tls-handshake', () =>
-        tlsHandshake(url.hostname, port(url), {...ctx.probe(), servername: url.hostname, caFile: ctx.target.tls.ca_file}),
+        tlsHandshake(url.hostname, port(url), {...ctx.probe(), servername: certHost(url), caFile: ctx.target.tls.ca_file}),
       )
       if (h.ok) {
         served = h.value
@@ -194,16 +225,17 @@ export const tlsCert: CheckSpec<CallfsContext> = {
         const files = await inspectCertFiles(certFile, keyFile)
         if (!files.ok) {
           filesMissing = files.error.kind === 'not-found'
-          issues.push({status: files.error.kind === 'permission' ? 'unknown' : 'fail', text: files.error.message})
+          const permission = files.error.kind === 'permission'
+          issues.push({status: permission ? 'unknown' : 'fail', text: files.error.message, remedy: permission ? 'other' : 'regenerate'})
         } else {
           const f = files.value
           fileSelfSigned = f.cert.selfSigned
           evidence.file = {subject: f.cert.subject, validTo: f.cert.validTo, selfSigned: f.cert.selfSigned, keyMatches: f.keyMatches}
           issues.push(...certIssues(`certificate file ${certFile}`, f.cert, warnDays))
-          if (!f.keyMatches) issues.push({status: 'fail', text: `${keyFile} does not match ${certFile} (different key pair)`})
+          if (!f.keyMatches) issues.push({status: 'fail', text: `${keyFile} does not match ${certFile} (different key pair)`, remedy: 'regenerate'})
           const leaf = served?.chain[0]
           if (leaf && leaf.fingerprint256 !== f.cert.fingerprint256) {
-            issues.push({status: 'warn', text: `CallFS serves a different certificate than ${certFile} (restart pending, or another server on the port)`})
+            issues.push({status: 'warn', text: `CallFS serves a different certificate than ${certFile} (restart pending, or another server on the port)`, remedy: 'other'})
           }
         }
       }
@@ -228,20 +260,23 @@ export const tlsCert: CheckSpec<CallfsContext> = {
     evidence.issues = issues.map((i) => i.text)
     const summary = issues.map((i) => i.text).join('; ')
     const devSetup = (filesMissing || fileSelfSigned || (served?.chain[0]?.selfSigned ?? false)) && certFile !== null && keyFile !== null
+    const actionable = issues.filter((i) => i.status === 'fail' || i.status === 'warn')
     let fix: Fix | undefined
     if (status === 'fail' || status === 'warn') {
       fix =
-        devSetup && certFile && keyFile
-          ? generateSelfSignedFix(certFile, keyFile, url.hostname, ctx.target.unit, ctx.probe())
-          : {
+        devSetup && certFile && keyFile && actionable.some((i) => i.remedy === 'regenerate')
+          ? generateSelfSignedFix(certFile, keyFile, url.hostname, ctx.target.unit, ctx.probe(), warnDays)
+          : actionable.every((i) => i.remedy === 'trust')
+            ? trustFix(url, certFile, served?.chain[0]?.selfSigned ?? false)
+            : {
               id: 'callfs.tls.renew',
               title: 'Renew or replace the certificate',
               plan: [
-                'renew the certificate with your CA (or the ACME client) so it covers ' + url.hostname,
+                'renew the certificate with your CA (or the ACME client) so it covers ' + certHost(url),
                 `install the pair as ${certFile ?? 'server.cert_file'} / ${keyFile ?? 'server.key_file'} and restart CallFS`,
               ],
               commands: [
-                `openssl s_client -connect ${url.hostname}:${port(url)} -servername ${url.hostname} </dev/null | openssl x509 -noout -dates -subject -ext subjectAltName`,
+                `openssl s_client -connect ${url.hostname}:${port(url)} -servername ${certHost(url)} </dev/null | openssl x509 -noout -dates -subject -ext subjectAltName`,
                 ...(certFile ? [`openssl x509 -in ${certFile} -noout -dates -subject -ext subjectAltName`] : []),
                 ...(certFile && keyFile ? [`openssl x509 -noout -pubkey -in ${certFile} | openssl md5; openssl pkey -pubout -in ${keyFile} | openssl md5`] : []),
               ],

@@ -20,11 +20,37 @@ async function exists(path: string): Promise<{uid: number; gid: number} | null> 
   }
 }
 
+/** An IP address in one spelling: IPv6 compressed (Node prints SAN addresses expanded). */
+function canonicalIp(ip: string): string {
+  return isIP(ip) === 6 ? new URL(`http://[${ip}]/`).hostname.slice(1, -1) : ip
+}
+
+/** Does a certificate's SAN list (as Node prints it) cover `host`? One-label wildcards count. */
+export function sanCovers(san: string[], host: string): boolean {
+  const name = host.replace(/^\[|\]$/g, '').toLowerCase()
+  if (isIP(name)) {
+    const want = canonicalIp(name)
+    return san.some((s) => s.startsWith('IP Address:') && isIP(s.slice(11)) !== 0 && canonicalIp(s.slice(11).toLowerCase()) === want)
+  }
+  return san.some((s) => {
+    if (!s.startsWith('DNS:')) return false
+    const pattern = s.slice(4).toLowerCase()
+    if (pattern === name) return true
+    if (!pattern.startsWith('*.')) return false
+    const dot = name.indexOf('.')
+    return dot > 0 && name.slice(dot + 1) === pattern.slice(2)
+  })
+}
+
 /**
  * The guide's "Generate new self-signed certificate", for a dev setup only (the certificate is
  * missing or already self-signed). The old pair is kept as *.bak-<time>, so it is reversible.
+ * `warnDays`: the pair on disk counts as good (and is left alone) only when it is valid for
+ * longer than this — the horizon the check warned at — matches its key and covers `host`.
  */
-export function generateSelfSignedFix(certFile: string, keyFile: string, host: string, unit: string, probe: ProbeOptions): Fix {
+export function generateSelfSignedFix(certFile: string, keyFile: string, urlHost: string, unit: string, probe: ProbeOptions, warnDays = 1): Fix {
+  // A URL's hostname keeps IPv6 brackets ("[::1]"); the certificate names the bare address.
+  const host = urlHost.replace(/^\[|\]$/g, '')
   const stamp = new Date().toISOString().replace(/[-:]/g, '').replace(/\..*/, 'Z')
   const san = subjectAltNames(host)
   const args = [
@@ -46,10 +72,11 @@ export function generateSelfSignedFix(certFile: string, keyFile: string, host: s
       `sudo systemctl restart ${unit}`,
     ],
     async apply(signal) {
-      // Guard: if a valid, matching pair appeared since the diagnosis, leave it alone.
+      // Guard: if a good pair appeared since the diagnosis (valid beyond the warning horizon,
+      // matching, for this host), leave it alone.
       const now = await inspectCertFiles(certFile, keyFile)
-      if (now.ok && now.value.keyMatches && now.value.cert.daysLeft > 1) {
-        return {ok: true, detail: `${certFile} is valid and matches its key now; left alone`}
+      if (now.ok && now.value.keyMatches && now.value.cert.daysLeft > warnDays && Date.parse(now.value.cert.validFrom) <= Date.now() && sanCovers(now.value.cert.san, host)) {
+        return {ok: true, detail: `${certFile} is valid, covers ${host} and matches its key now; left alone`}
       }
       const oldCert = await exists(certFile)
       const oldKey = await exists(keyFile)
