@@ -1,3 +1,4 @@
+import {shellQuote} from '../../diagnostics/exec.js'
 import {compareAndDelete, maskRedisUrl, redisInfo, scanByExpiry, type KeyInfo, type ScanClassification} from '../../diagnostics/redis.js'
 import type {ProbeResult} from '../../diagnostics/types.js'
 import {formatMs} from '../../engine/runner.js'
@@ -7,7 +8,7 @@ import type {CallfsContext} from './context.js'
 const GUIDE = 'Redis/Distributed Locking Issues'
 
 function cli(ctx: CallfsContext): string {
-  return `redis-cli -u ${maskRedisUrl(ctx.target.redis)}`
+  return `redis-cli -u ${shellQuote(maskRedisUrl(ctx.target.redis))}`
 }
 
 function num(info: Record<string, string>, key: string): number | null {
@@ -152,7 +153,8 @@ export function releaseLocksFix(ctx: CallfsContext, orphans: KeyInfo[]): Fix {
     id: 'callfs.redis.release-orphaned-locks',
     title: `Release the ${orphans.length} orphaned lock${orphans.length === 1 ? '' : 's'}`,
     plan: orphans.map((k) => `compare-and-delete ${k.key} (owner ${short(k.value)})`),
-    commands: orphans.map((k) => `${cli(ctx)} DEL ${k.key}`),
+    // CallFS paths may hold spaces and quotes: each key is one shell word, ready to paste.
+    commands: orphans.map((k) => `${cli(ctx)} DEL ${shellQuote(k.key)}`),
     confirmText: orphans.length === 1 ? (orphans[0] as KeyInfo).key : `${orphans.length} locks`,
     applyTimeoutMs: scanBudget(ctx.timeoutMs),
     async apply() {
@@ -237,7 +239,7 @@ export const redisLockPressure: CheckSpec<CallfsContext> = {
           'find which files are hot (many writers on the same paths) and which instance holds the most locks',
           'raise dlm.lock_timeout / retry settings in the CallFS config if operations legitimately take longer',
         ],
-        commands: [`${cli(ctx)} --scan --pattern '${ctx.target.lock_prefix}*' --count 1000 | head -50`, `journalctl -u ${ctx.target.unit} | grep -i "failed to acquire lock" | tail -20`],
+        commands: [`${cli(ctx)} --scan --pattern ${shellQuote(`${ctx.target.lock_prefix}*`)} --count 1000 | head -50`, `journalctl -u ${ctx.target.unit} | grep -i "failed to acquire lock" | tail -20`],
       },
     }
   },

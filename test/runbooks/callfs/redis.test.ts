@@ -4,9 +4,11 @@
 // that changed between diagnosis and fix left alone, and the simulator's own locking showing
 // what an orphan does to a write.
 
+import {execFile} from 'node:child_process'
 import {randomBytes} from 'node:crypto'
 import {readFile} from 'node:fs/promises'
 import {join, resolve} from 'node:path'
+import {promisify} from 'node:util'
 
 import type {Redis} from 'ioredis'
 import {Agent, request} from 'undici'
@@ -24,6 +26,7 @@ import {startRedis, type TestRedis} from '../../support/redis.js'
 process.env.PATH = `${resolve(import.meta.dirname, '../../support/fakebin')}:${process.env.PATH ?? ''}`
 delete process.env.OPSCTL_FAKE_SYSTEMD_DIR
 
+const execFileP = promisify(execFile)
 const REDIS_PASSWORD = 'Callfs-Redis-Pass-93e1d'
 
 let w: CallfsWorld
@@ -349,6 +352,18 @@ describe('callfs.redis.orphaned-locks', () => {
     expect(audit[0]).toMatchObject({system: 'callfs', check: 'callfs.redis.orphaned-locks', remediation: 'callfs.redis.release-orphaned-locks', decision: 'applied', verified: true})
     expect(audit[0]?.result).toEqual({ok: true, detail: 'released 13 of 13 locks; re-check: ok'})
     expect([...(audit[0]?.plan ?? [])].map((l) => /^compare-and-delete (\S+) /.exec(l)?.[1]).sort()).toEqual([...released].sort())
+  })
+
+  it('a lock on a path with spaces and quotes: the DEL command is one pasteable shell word (run here through sh)', async () => {
+    const key = "callfs:lock:file:/my docs/it's $HOME.txt"
+    await r.set(key, owner())
+    const c = await w.check('callfs.redis.orphaned-locks')
+    expect(c.evidence.keys).toEqual([key])
+    const cmd = c.remediation?.commands[0] ?? ''
+    expect(cmd).toBe(`redis-cli -u redis://127.0.0.1:${redisPort()}/0 DEL 'callfs:lock:file:/my docs/it'\\''s $HOME.txt'`)
+    const {stdout} = await execFileP('sh', ['-c', cmd])
+    expect(stdout.trim()).toBe('1')
+    expect(await r.exists(key)).toBe(0)
   })
 
   it('guard: a lock re-acquired by a new owner, or given an expiry by its owner, after the diagnosis is left alone', async () => {
