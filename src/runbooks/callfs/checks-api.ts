@@ -2,7 +2,7 @@ import {createHash, randomBytes} from 'node:crypto'
 
 import {bodyExcerpt, jsonBody, type HttpResponse} from '../../diagnostics/http.js'
 import type {ProbeResult} from '../../diagnostics/types.js'
-import type {CheckSpec, Finding} from '../../engine/types.js'
+import type {CheckSpec, Finding, Fix} from '../../engine/types.js'
 import {getPath, type CallfsContext} from './context.js'
 
 /** The real server serves the file API at /v1/files/; the guide writes /api/v1/files/. */
@@ -121,6 +121,11 @@ export const authKey: CheckSpec<CallfsContext> = {
     const envName = ctx.target.api_key_env
     const key = ctx.apiKey
     if (!key) return {status: 'skipped', summary: `${envName} is not set; set it to the CallFS API key to check authentication`}
+    if (/[\r\n\0]/.test(key)) {
+      // No HTTP client can put this in a header (undici refuses it before sending): say why, send nothing.
+      const summary = `${envName} contains a line break (a newline from a file?): no client can send that in an Authorization header; remove it from the variable`
+      return {status: 'fail', summary, evidence: {keyVariable: envName}, fix: fixKey(ctx, [summary])}
+    }
     const {path, result} = await filesRoot(ctx, 'key')
     if (!result.ok) return {status: 'unknown', summary: `GET ${path} with the key: ${result.error.message}`}
     const res = result.value
@@ -138,24 +143,29 @@ export const authKey: CheckSpec<CallfsContext> = {
           ? `the key in ${envName} is refused: 401 ${code ?? ''}`.trim() + (hints[0] ? ` — ${hints[0]}` : '')
           : `GET ${path} with the key answered ${res.status}${code ? ` ${code}` : ''}`,
       evidence,
-      fix: {
-        id: 'callfs.auth.fix-key',
-        title: 'Use a key CallFS accepts',
-        plan: [
-          ...hints,
-          'clients send "Authorization: Bearer <key>" as the guide shows (CallFS strips one "Bearer " prefix; a doubled prefix or stray whitespace breaks the key)',
-          `if an environment variable overrides the file's keys, unset it in the unit (systemctl edit ${ctx.target.unit}) or add the key there, then restart`,
-        ],
-        commands: [
-          `curl -k -i -H "Authorization: Bearer $${envName}" ${new URL(path, ctx.url)}`,
-          'env | grep CALLFS_AUTH',
-          `systemctl show ${ctx.target.unit} -p Environment`,
-          'unset CALLFS_AUTH_API_KEYS CALLFS_AUTH__API_KEYS',
-        ],
-      },
+      fix: fixKey(ctx, hints, path),
     }
     return finding
   },
+}
+
+function fixKey(ctx: CallfsContext, hints: string[], path: string = FILES_PATHS[0]): Fix {
+  const envName = ctx.target.api_key_env
+  return {
+    id: 'callfs.auth.fix-key',
+    title: 'Use a key CallFS accepts',
+    plan: [
+      ...hints,
+      'clients send "Authorization: Bearer <key>" as the guide shows (CallFS strips one "Bearer " prefix; a doubled prefix or stray whitespace breaks the key)',
+      `if an environment variable overrides the file's keys, unset it in the unit (systemctl edit ${ctx.target.unit}) or add the key there, then restart`,
+    ],
+    commands: [
+      `curl -k -i -H "Authorization: Bearer $${envName}" ${new URL(path, ctx.url)}`,
+      'env | grep CALLFS_AUTH',
+      `systemctl show ${ctx.target.unit} -p Environment`,
+      'unset CALLFS_AUTH_API_KEYS CALLFS_AUTH__API_KEYS',
+    ],
+  }
 }
 
 export const filesRoundtrip: CheckSpec<CallfsContext> = {

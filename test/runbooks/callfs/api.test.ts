@@ -243,6 +243,18 @@ describe('callfs.auth.key', () => {
     expect(JSON.stringify(r)).not.toContain(API_KEY)
   })
 
+  it('a variable holding the key and a newline (read from a file): fails with the hint, without sending it', async () => {
+    const before = sim.requests.length
+    const r = await check('callfs.auth.key', {}, {env: {...w.env, CALLFS_API_KEY: `${API_KEY}\n`}})
+    expect(r.status).toBe('fail')
+    expect(r.summary).toBe(
+      'CALLFS_API_KEY contains a line break (a newline from a file?): no client can send that in an Authorization header; remove it from the variable',
+    )
+    expect(r.remediation).toMatchObject({id: 'callfs.auth.fix-key', automated: false})
+    expect(sim.requests.length).toBe(before)
+    expect(JSON.stringify(r)).not.toContain(API_KEY)
+  })
+
   it('CALLFS_AUTH__API_KEYS in the environment of the running CallFS overrides the file: hinted', async () => {
     // CallFS (a real process named after the unit) was started with other keys in its environment;
     // the server answers with those, not with the file's.
