@@ -3,8 +3,10 @@
 // backends, a real SIGSTOPped postmaster — and the destructive fixes applied, verified and
 // audited, with their guards proven against backends that changed between diagnosis and fix.
 
+import {execFile} from 'node:child_process'
 import {readFile} from 'node:fs/promises'
 import {join, resolve} from 'node:path'
+import {promisify} from 'node:util'
 
 import pg from 'pg'
 import {afterAll, afterEach, beforeAll, describe, expect, it} from 'vitest'
@@ -21,6 +23,8 @@ import {freePort, sleep} from '../../support/ports.js'
 // The walk's service checks call systemctl/journalctl: the fakes ("not booted"), never the host's.
 process.env.PATH = `${resolve(import.meta.dirname, '../../support/fakebin')}:${process.env.PATH ?? ''}`
 delete process.env.OPSCTL_FAKE_SYSTEMD_DIR
+
+const execFileP = promisify(execFile)
 
 // max_connections 13 with 3 reserved for superusers: 10 usable slots, so 8 in use is 80 %, 9 is 90 %.
 const MAX_CONNECTIONS = 13
@@ -162,6 +166,9 @@ describe('callfs.db.reachable', () => {
     expect(r.remediation).toMatchObject({id: 'callfs.db.restore-connection', automated: false, risk: null})
     expect(r.remediation?.plan).toEqual([`start PostgreSQL on 127.0.0.1:${port}, or correct the DSN`])
     expect(r.remediation?.commands).toContain(`pg_isready -h 127.0.0.1 -p ${port} -d callfs`)
+    // pasted into a shell, the diagnostic commands say the same: nothing listens there
+    const isready = await execFileP('sh', ['-c', r.remediation?.commands[0] ?? 'false']).catch((e: {code?: number; stdout?: string}) => e)
+    expect(isready).toMatchObject({code: 2, stdout: expect.stringContaining('no response')})
   })
 
   it('ok with the SCRAM password from postgres_password_env; the password appears nowhere in the report', async () => {
@@ -245,6 +252,11 @@ describe('callfs.db.connections', () => {
     expect(r.evidence).toMatchObject({used: 8, usedPercent: 80, idleCandidates: 0, idleThreshold: '600s'})
     expect((r.evidence.byState as Record<string, number>).idle).toBe(7)
     expect(r.remediation).toMatchObject({id: 'callfs.db.free-slots', automated: false})
+    // The manual fix's commands are real: pasted into a shell they run and show the sessions.
+    for (const cmd of r.remediation?.commands ?? []) {
+      const {stdout} = await execFileP('sh', ['-c', cmd], {env: {PATH: process.env.PATH ?? ''}})
+      expect(stdout).toMatch(/\bidle\b/)
+    }
   })
 
   it('counts the sessions of other roles too, though callfs may not see their state', async () => {
