@@ -3,7 +3,7 @@
 // is on it. Default No, time-out No, Ctrl-C No for every fix after it; a destructive plan only
 // with the name of what it destroys typed out.
 import {spawn} from 'node:child_process'
-import {chown, readFile, rm, stat} from 'node:fs/promises'
+import {chown, readFile, rm, stat, writeFile} from 'node:fs/promises'
 import {join} from 'node:path'
 import {afterAll, afterEach, beforeAll, describe, expect, it} from 'vitest'
 
@@ -23,6 +23,9 @@ beforeAll(async () => {
   w = await startCallfsWorld({pg: true, redis: true, sim: {}})
   audit = join(w.dir, 'audit.jsonl')
   config = await w.writeOpsctlConfig()
+  // The default probe time-out: a busy machine must not turn a slow answer into another finding.
+  await writeFile(config, (await readFile(config, 'utf8')).replace('"timeout": "2s"', '"timeout": "5s"'))
+  expect(await readFile(config, 'utf8')).toContain('"timeout": "5s"')
 })
 afterAll(() => w?.stop())
 afterEach(async () => {

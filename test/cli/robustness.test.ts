@@ -1,0 +1,221 @@
+// The CLI against a world that misbehaves the way production does: a server that accepts and
+// never answers, an endless body, a proxy's HTML page, a Redis that is SIGSTOPped, a PostgreSQL
+// with every slot taken, and nothing listening at all. Each run ends within its deadline, says
+// in one line what failed, and shows no stack trace.
+import {join} from 'node:path'
+import {afterAll, beforeAll, describe, expect, it} from 'vitest'
+
+import {REPO, runCli, startCallfsWorld, type CallfsWorld, type CliResult} from '../support/callfs-world.js'
+
+const FAKEBIN = join(REPO, 'test', 'support', 'fakebin')
+const TIMEOUT_MS = 1000
+/** What a whole run may take beyond its probe time-out on an idle machine: start-up, imports, report. */
+const SLACK_MS = 1500
+/** `opsctl runbook list` on an idle machine (Node, oclif, every runbook module): ~300–400 ms. */
+const IDLE_STARTUP_MS = 400
+
+/**
+ * The slack, stretched by how busy the machine is right now. Two test files run at once on two
+ * cores, and other work may share them: a CPU-bound start-up that takes 400 ms idle takes 1.2 s
+ * then, without opsctl waiting any longer on anything. `runbook list` is timed just before the
+ * run (it does the same start-up work and no I/O); idle, the slack is exactly SLACK_MS.
+ */
+async function slack(base = SLACK_MS): Promise<number> {
+  const r = await runCli(['runbook', 'list'], {env})
+  expect(r.code).toBe(0)
+  return Math.round(base * Math.max(1, r.ms / IDLE_STARTUP_MS))
+}
+
+let w: CallfsWorld
+let env: Record<string, string>
+beforeAll(async () => {
+  // max_connections 8, 3 reserved for superusers: five connections fill it.
+  w = await startCallfsWorld({pg: {maxConnections: 8}, redis: true, sim: {}})
+  // systemctl answers like in a container (no systemd), wherever the tests run.
+  env = {...w.env, PATH: `${FAKEBIN}:${process.env.PATH ?? '/usr/bin:/bin'}`}
+})
+afterAll(() => w?.stop())
+
+interface JsonCheck {
+  id: string
+  status: string
+  summary: string
+  evidence: Record<string, unknown>
+  durationMs: number
+}
+
+interface Parsed extends CliResult {
+  checks: Record<string, JsonCheck>
+  status: string
+  /** The run as opsctl timed it (from after the configuration is loaded). */
+  durationMs: number
+}
+
+/** `diagnose callfs --json --no-fix`: stdout must be the JSON document and nothing else. */
+async function diagnoseJson(overrides: Record<string, unknown> = {}, flags: string[] = ['--timeout', '1s']): Promise<Parsed> {
+  const config = await w.writeOpsctlConfig(overrides)
+  const r = await runCli(['diagnose', 'callfs', '--config', config, '--json', '--no-fix', ...flags], {env})
+  let doc: {status: string; durationMs: number; systems: Array<{checks: JsonCheck[]}>}
+  try {
+    doc = JSON.parse(r.stdout) as typeof doc
+  } catch {
+    throw new Error(`stdout is not one JSON document (exit ${r.code}):\n${r.stdout.slice(0, 2000)}\nstderr:\n${r.stderr.slice(0, 2000)}`)
+  }
+  const checks = Object.fromEntries((doc.systems[0]?.checks ?? []).map((c) => [c.id, c]))
+  return {...r, checks, status: doc.status, durationMs: doc.durationMs}
+}
+
+/** Ended in time, exit 2 (fail), nothing on stderr, every summary one line. */
+function expectCleanFailure(r: Parsed, budgetMs: number): void {
+  expect(r.stderr).toBe('')
+  expect(r.code).toBe(2)
+  expect(r.status).toBe('fail')
+  const timing = `run ${r.durationMs}ms inside opsctl; checks: ${Object.values(r.checks).map((c) => `${c.id} ${c.durationMs}ms`).join(', ')}`
+  expect(r.ms, timing).toBeLessThanOrEqual(budgetMs)
+  for (const c of Object.values(r.checks)) {
+    expect(c.summary, c.id).not.toContain('\n')
+    expect(c.summary, c.id).not.toMatch(/\bat .+\.[cm]?js:\d+/) // no stack frame in a summary
+  }
+}
+
+describe('diagnose callfs against a broken world ends in time, with one clear line', () => {
+  it('a stuck server (accepts, never answers /health): the whole run ends within --timeout 1s + slack', async () => {
+    w.sim!.setHealthFault('hang')
+    try {
+      const config = await w.writeOpsctlConfig()
+      const budget = TIMEOUT_MS + (await slack())
+      const r = await runCli(['diagnose', 'callfs', '--config', config, '--timeout', '1s', '--no-fix'], {env})
+      expect(r.ms).toBeLessThanOrEqual(budget)
+      expect(r.code).toBe(2)
+      expect(r.stderr).toBe('')
+      const port = new URL(w.sim!.url).port
+      // The human report: the reason on the check's own line, and the verdict.
+      expect(r.stdout).toMatch(
+        new RegExp(`^  ✗ callfs\\.api\\.health +GET https://localhost:${port}/health: localhost:${port} accepted the connection but sent no response within 1s: the service is hung or overloaded$`, 'm'),
+      )
+      expect(r.stdout).toMatch(/^✗ fail · .* · exit 2$/m)
+      expect(r.stdout).not.toMatch(/\bat .+\.[cm]?js:\d+/)
+      // The run went on past the stuck server: the database and Redis were still examined.
+      expect(r.stdout).toMatch(/^ {2}✓ callfs\.db\.reachable /m)
+      expect(r.stdout).toMatch(/^ {2}✓ callfs\.redis\.ping /m)
+    } finally {
+      w.sim!.setHealthFault('none')
+    }
+  })
+
+  it('a 1 GiB /health body: read up to the cap, then given up, not parsed', async () => {
+    w.sim!.setHealthFault('huge-body')
+    try {
+      const budget = TIMEOUT_MS + (await slack())
+      const r = await diagnoseJson()
+      expectCleanFailure(r, budget)
+      expect(r.checks['callfs.api.health']).toMatchObject({
+        status: 'fail',
+        summary: expect.stringMatching(/answered 200 but the body exceeded the 1048576-byte cap and was cut off: not parsed as JSON/),
+        evidence: expect.objectContaining({status: 200, contentType: 'application/json'}),
+      })
+      // The excerpt in the evidence is short: the report never carries the megabyte.
+      expect(String(r.checks['callfs.api.health']?.evidence.body).length).toBeLessThan(1000)
+      expect(r.stdout.length).toBeLessThan(100_000)
+    } finally {
+      w.sim!.setHealthFault('none')
+    }
+  })
+
+  it('a body that trickles one byte at a time: the deadline covers the body, not each read', async () => {
+    w.sim!.setHealthFault('slow-loris')
+    try {
+      const budget = TIMEOUT_MS + (await slack())
+      const r = await diagnoseJson()
+      expectCleanFailure(r, budget)
+      expect(r.checks['callfs.api.health']).toMatchObject({status: 'fail', evidence: expect.objectContaining({error: 'timeout'})})
+      expect(r.checks['callfs.api.health']?.summary).toMatch(/within 1s/)
+    } finally {
+      w.sim!.setHealthFault('none')
+    }
+  })
+
+  it("HTML where JSON was expected (a proxy's sign-in page): named as such, with the page's title", async () => {
+    w.sim!.setHealthFault('html')
+    try {
+      const budget = TIMEOUT_MS + (await slack())
+      const r = await diagnoseJson()
+      expectCleanFailure(r, budget)
+      expect(r.checks['callfs.api.health']).toMatchObject({
+        status: 'fail',
+        summary: expect.stringMatching(/answered 200 but answered HTML, not JSON: <title>Sign in - Access Gateway<\/title> — is something other than CallFS on this port\?$/),
+        evidence: expect.objectContaining({status: 200, contentType: 'text/html'}),
+      })
+    } finally {
+      w.sim!.setHealthFault('none')
+    }
+  })
+
+  it('a SIGSTOPped Redis (accepts, never answers): ping fails at the time-out; the lock checks are not attempted', async () => {
+    w.redis!.pause()
+    try {
+      const budget = TIMEOUT_MS + (await slack())
+      const r = await diagnoseJson()
+      expectCleanFailure(r, budget)
+      expect(r.checks['callfs.redis.ping']).toMatchObject({
+        status: 'fail',
+        summary: expect.stringMatching(/^redis:\/\/127\.0\.0\.1:\d+\/0: Redis at 127\.0\.0\.1:\d+ accepted the connection but did not answer within 1s/),
+        evidence: expect.objectContaining({error: 'timeout'}),
+      })
+      expect(r.checks['callfs.redis.orphaned-locks']).toBeUndefined() // skipped: not listed without --verbose
+      // Everything not behind Redis still answered.
+      expect(r.checks['callfs.api.health']?.status).toBe('ok')
+      expect(r.checks['callfs.db.reachable']?.status).toBe('ok')
+    } finally {
+      w.redis!.resume()
+    }
+  })
+
+  it('a PostgreSQL at max_connections: refused with SQLSTATE 53300, said plainly, the connections branch taken', async () => {
+    const pg = w.pg!
+    const held: Array<{release(): Promise<void>}> = []
+    try {
+      // Take every slot a non-superuser may have, one by one, until the server refuses.
+      for (let i = 0; i < 20; i++) {
+        try {
+          held.push(await pg.hold(1, {user: 'callfs', db: 'callfs'}))
+        } catch (error) {
+          expect(String(error)).toMatch(/connection slots are reserved|too many clients/)
+          break
+        }
+      }
+      expect(held.length).toBe(5)
+      const budget = TIMEOUT_MS + (await slack())
+      const r = await diagnoseJson()
+      expectCleanFailure(r, budget)
+      expect(r.checks['callfs.db.reachable']).toMatchObject({
+        status: 'fail',
+        summary: expect.stringMatching(/server has no free connection slots \(max_connections reached\) — find idle or leaked connections in pg_stat_activity, or raise max_connections$/),
+        evidence: expect.objectContaining({code: '53300', reason: 'too-many-connections'}),
+      })
+      expect(r.checks['callfs.db.connections']).toMatchObject({status: 'fail', evidence: expect.objectContaining({code: '53300'})})
+      expect(r.checks['callfs.db.migrations']).toBeUndefined()
+    } finally {
+      await Promise.all(held.map((h) => h.release()))
+    }
+  })
+
+  it('every endpoint refusing (API, metrics, PostgreSQL, Redis): all reported within ~1.5 s, at the default 5s time-out', async () => {
+    const closed = {
+      url: 'https://localhost:1',
+      metrics_url: 'http://127.0.0.1:1/metrics',
+      postgres: 'postgres://callfs@127.0.0.1:1/callfs',
+      redis: 'redis://127.0.0.1:1/0',
+    }
+    const budget = await slack(1500)
+    const r = await diagnoseJson(closed, [])
+    expectCleanFailure(r, budget)
+    for (const id of ['callfs.api.health', 'callfs.db.reachable', 'callfs.redis.ping']) {
+      expect(r.checks[id], id).toMatchObject({
+        status: 'fail',
+        summary: expect.stringMatching(/nothing listens on (localhost|127\.0\.0\.1):1 \(connection refused\): start the service or check the port$/),
+        evidence: expect.objectContaining({error: 'refused'}),
+      })
+    }
+  })
+})
