@@ -31,11 +31,17 @@ function unitEvidence(u: UnitStatus): Record<string, unknown> {
   }
 }
 
+/** The probe options of a fix's apply: the check's, stopped also by the fix's own deadline. */
+function withFixSignal(probe: ProbeOptions, signal: AbortSignal | undefined): ProbeOptions {
+  if (!signal) return probe
+  return {...probe, signal: probe.signal ? AbortSignal.any([probe.signal, signal]) : signal}
+}
+
 /** Wait until the unit is active or the time runs out; returns the last status seen. */
 async function waitActive(unit: string, probe: ProbeOptions, withinMs: number): Promise<UnitStatus | null> {
   const until = Date.now() + withinMs
   let last: UnitStatus | null = null
-  while (Date.now() < until) {
+  while (Date.now() < until && !probe.signal?.aborted) {
     const s = await systemdUnitStatus(unit, probe)
     if (s.ok) {
       last = s.value
@@ -47,13 +53,14 @@ async function waitActive(unit: string, probe: ProbeOptions, withinMs: number): 
   return last
 }
 
-export function restartUnitFix(unit: string, probe: ProbeOptions, id: string): Fix {
+export function restartUnitFix(unit: string, checkProbe: ProbeOptions, id: string): Fix {
   return {
     id,
     title: `Restart the ${unit} service`,
     plan: [`systemctl restart ${unit} (only if it is still not active), then wait for it to become active`],
     commands: [`sudo systemctl restart ${unit}`, `journalctl -u ${unit} -n 50 --no-pager`],
-    async apply() {
+    async apply(signal) {
+      const probe = withFixSignal(checkProbe, signal)
       // Guard: if it came back by itself since the diagnosis, leave it alone.
       const now = await systemdUnitStatus(unit, probe)
       if (now.ok && now.value.activeState === 'active') return {ok: true, detail: `${unit} is active again; left alone`}
@@ -141,9 +148,9 @@ export function stopProcessFix(l: Listener & {pid: number; startTime: number}, p
     ],
     commands: [`sudo kill ${l.pid}`, `sudo kill -9 ${l.pid}   # only if it ignores SIGTERM`],
     confirmText: name,
-    async apply() {
+    async apply(signal) {
       // Guard: the same process (pid and start time) must still hold the port.
-      const now = await listenersOnPort(port, probe)
+      const now = await listenersOnPort(port, withFixSignal(probe, signal))
       if (!now.ok) return {ok: false, detail: `could not re-check :${port}: ${now.error.message}`}
       const still = now.value.find((x) => x.pid === l.pid && x.startTime === l.startTime)
       if (!still) return {ok: true, detail: `${name} (pid ${l.pid}) no longer holds :${port}; left alone`}

@@ -9,6 +9,7 @@ import {join} from 'node:path'
 import {fileURLToPath} from 'node:url'
 import {afterAll, afterEach, beforeAll, beforeEach, describe, expect, it} from 'vitest'
 
+import {findProcesses} from '../../../src/diagnostics/system.js'
 import {AuditLog} from '../../../src/engine/audit.js'
 import {pendingFixes, remediate} from '../../../src/engine/remediate.js'
 import type {TargetRun} from '../../../src/engine/runner.js'
@@ -228,6 +229,40 @@ describe('callfs.process.down with systemd', () => {
     expect(outcome?.detail).toContain(`systemctl restart ${UNIT} exited 1: Job for ${UNIT}.service failed because the control process exited with error code.`)
     expect(outcome?.detail).toContain(`re-check: fail (unit ${UNIT} is failed (result exit-code, exit status 3)`)
     expect(audit[0]).toMatchObject({decision: 'applied', verified: false, result: {ok: false}})
+  })
+})
+
+describe('callfs.process.down: a restart that hangs', () => {
+  it('is stopped at the fix deadline: no systemctl is left running after remediate returns', async () => {
+    await systemd({active: 'failed'})
+    // A systemctl whose restart never returns (a stop job waiting on a hung process); every other
+    // verb is the fake's.
+    const hangDir = await mkdtemp(join(w.dir, 'hang-'))
+    const marker = `${(Math.random() * 1000 + 1000).toFixed(4)}`
+    await writeFile(
+      join(hangDir, 'systemctl'),
+      `#!/usr/bin/env bash\ncase " $* " in *" restart "*) exec sleep ${marker} ;; esac\nexec ${join(FAKEBIN, 'systemctl')} "$@"\n`,
+      {mode: 0o755},
+    )
+    const run = await walkFor('callfs.process.down')
+    const path = process.env.PATH
+    process.env.PATH = `${hangDir}:${path ?? ''}`
+    try {
+      const auditFile = join(w.dir, `audit-${randomBytes(4).toString('hex')}.jsonl`)
+      const started = Date.now()
+      // Fix deadline: 4 × 300 ms. The check's own probe time-out is 2 s: only the deadline's
+      // signal can stop the hung systemctl before that.
+      await remediate([run], {kind: 'yes'}, new AuditLog(auditFile, '0.1.0'), 300)
+      expect(Date.now() - started).toBeLessThan(1800)
+      const outcome = report(run, 'callfs.process.down').outcome
+      expect(outcome).toMatchObject({decision: 'applied', ok: false, verified: false})
+      expect(outcome?.detail).toMatch(/^did not finish within 1\.2s; stopped/)
+      await new Promise((r) => setTimeout(r, 150))
+      expect(await findProcesses({cmdlineIncludes: `sleep ${marker}`})).toEqual([])
+    } finally {
+      process.env.PATH = path
+      for (const p of await findProcesses({cmdlineIncludes: `sleep ${marker}`})) process.kill(p.pid, 'SIGKILL')
+    }
   })
 })
 
