@@ -146,16 +146,41 @@ function short(owner: string | null): string {
   return owner.length > 12 ? `${owner.slice(0, 8)}…` : owner
 }
 
+/**
+ * diagnostics/redis.ts reads at most this many characters of a value (VALUE_CAP) and marks a
+ * longer one with a trailing "…": such a value cannot be compared exactly by the guard.
+ */
+const COMPARED_CHARS = 200
+
+/** Why the guard cannot compare this key's value exactly, or null when it can. */
+function uncomparable(k: KeyInfo): string | null {
+  if (k.value === null) return 'not a string value'
+  if (k.value.length >= COMPARED_CHARS && k.value.endsWith('…')) return 'its value is longer than opsctl compares'
+  return null
+}
+
 export function releaseLocksFix(ctx: CallfsContext, orphans: KeyInfo[]): Fix {
-  const items = orphans.map((k) => ({key: k.key, value: k.value ?? ''}))
+  // Only what the guard can compare exactly is deleted; the rest is shown for a person to judge.
+  const guarded = orphans.filter((k) => uncomparable(k) === null)
+  const blind = orphans.filter((k) => uncomparable(k) !== null)
+  const items = guarded.map((k) => ({key: k.key, value: k.value ?? ''}))
   const maxTtlMs = ctx.target.lock_timeout
-  return {
+  const fix: Fix = {
     id: 'callfs.redis.release-orphaned-locks',
-    title: `Release the ${orphans.length} orphaned lock${orphans.length === 1 ? '' : 's'}`,
-    plan: orphans.map((k) => `compare-and-delete ${k.key} (owner ${short(k.value)})`),
+    title: guarded.length
+      ? `Release the ${guarded.length} orphaned lock${guarded.length === 1 ? '' : 's'}`
+      : `Inspect and release the ${orphans.length} orphaned lock key${orphans.length === 1 ? '' : 's'} by hand`,
+    plan: [
+      ...guarded.map((k) => `compare-and-delete ${k.key} (owner ${short(k.value)})`),
+      ...blind.map((k) => `leave ${k.key}: ${uncomparable(k)}, so no guard can prove it unchanged — inspect it, then DEL it by hand`),
+    ],
     // CallFS paths may hold spaces and quotes: each key is one shell word, ready to paste.
     commands: orphans.map((k) => `${cli(ctx)} DEL ${shellQuote(k.key)}`),
-    confirmText: orphans.length === 1 ? (orphans[0] as KeyInfo).key : `${orphans.length} locks`,
+  }
+  if (guarded.length === 0) return fix
+  return {
+    ...fix,
+    confirmText: guarded.length === 1 ? (guarded[0] as KeyInfo).key : `${guarded.length} locks`,
     applyTimeoutMs: scanBudget(ctx.timeoutMs),
     async apply() {
       // Guard, in one Lua call per batch: the key still holds the same owner and still has no

@@ -354,6 +354,28 @@ describe('callfs.redis.orphaned-locks', () => {
     expect([...(audit[0]?.plan ?? [])].map((l) => /^compare-and-delete (\S+) /.exec(l)?.[1]).sort()).toEqual([...released].sort())
   })
 
+  it('orphans whose value no guard can compare (not a string, or longer than the value cap) are shown, not deleted blind', async () => {
+    const a = owner()
+    await r.set('callfs:lock:file:/plain.txt', a)
+    await r.hset('callfs:lock:file:/a-hash', {owner: a})
+    const long = `${a}:${'x'.repeat(400)}`
+    await r.set('callfs:lock:file:/long-value.txt', long)
+    const run = await walkFor('callfs.redis.orphaned-locks')
+    expect(run.check.evidence.count).toBe(3)
+    const plan = run.check.remediation?.plan ?? []
+    expect(plan.filter((l) => l.startsWith('compare-and-delete '))).toEqual([`compare-and-delete callfs:lock:file:/plain.txt (owner ${a.slice(0, 8)}…)`])
+    expect(plan.filter((l) => l.startsWith('leave ')).sort()).toEqual([
+      'leave callfs:lock:file:/a-hash: not a string value, so no guard can prove it unchanged — inspect it, then DEL it by hand',
+      'leave callfs:lock:file:/long-value.txt: its value is longer than opsctl compares, so no guard can prove it unchanged — inspect it, then DEL it by hand',
+    ])
+    await applyYes(run)
+    expect(await r.exists('callfs:lock:file:/plain.txt')).toBe(0)
+    expect(await r.hget('callfs:lock:file:/a-hash', 'owner')).toBe(a)
+    expect(await r.get('callfs:lock:file:/long-value.txt')).toBe(long)
+    expect(run.check.outcome).toMatchObject({ok: true, verified: false})
+    expect(run.check.outcome?.detail).toMatch(/^released 1 of 1 locks; re-check: fail \(2 lock keys under callfs:lock: have no expiry\)$/)
+  })
+
   it('a lock on a path with spaces and quotes: the DEL command is one pasteable shell word (run here through sh)', async () => {
     const key = "callfs:lock:file:/my docs/it's $HOME.txt"
     await r.set(key, owner())
