@@ -32,8 +32,9 @@ export const dataDirPermissions: CheckSpec<CallfsContext> = {
     if (!(await ctx.isLocal())) return {status: 'skipped', summary: `${ctx.url.hostname} is not this machine`}
     let name = ctx.target.service_user
     if (!name) {
+      // A loaded unit without User= runs as root; with no unit to ask, assume a user named after it.
       const unit = await ctx.unit()
-      name = (unit.ok && unit.value.user) || ctx.target.unit
+      name = unit.ok && unit.value.loadState === 'loaded' ? (unit.value.user ?? 'root') : ctx.target.unit
     }
     const user = await lookupUser(name)
     if (!user) return {status: 'skipped', summary: `no user "${name}" on this machine: set systems.callfs.service_user to the user CallFS runs as`}

@@ -295,6 +295,35 @@ describe('callfs.data-dir.permissions', () => {
     }
   })
 
+  it('takes root when the unit is loaded without User= (systemd then runs it as root)', async () => {
+    const systemd = await mkdtemp(join(w.dir, 'systemd-'))
+    await writeFile(
+      join(systemd, 'callfs.service.state'),
+      ['MainPID=0', 'Result=success', 'User=', 'ExecMainStatus=0', 'LoadState=loaded', 'ActiveState=inactive', 'SubState=dead', 'ActiveEnterTimestamp=', 'InactiveEnterTimestamp='].join('\n') + '\n',
+    )
+    process.env.OPSCTL_FAKE_SYSTEMD_DIR = systemd
+    try {
+      const dir = await dataDir({mode: 0o700})
+      const r = await w.check('callfs.data-dir.permissions', {data_dir: dir, service_user: null})
+      expect(r.status).toBe('ok')
+      expect(r.evidence.user).toBe('root')
+    } finally {
+      delete process.env.OPSCTL_FAKE_SYSTEMD_DIR
+    }
+  })
+
+  it('falls back to a user named like the unit when there is no such unit', async () => {
+    const systemd = await mkdtemp(join(w.dir, 'systemd-'))
+    process.env.OPSCTL_FAKE_SYSTEMD_DIR = systemd // no state file: LoadState=not-found
+    try {
+      const r = await w.check('callfs.data-dir.permissions', {service_user: null, unit: 'callfs'})
+      expect(r.status).toBe('skipped')
+      expect(r.summary).toBe('no user "callfs" on this machine: set systems.callfs.service_user to the user CallFS runs as')
+    } finally {
+      delete process.env.OPSCTL_FAKE_SYSTEMD_DIR
+    }
+  })
+
   it('is skipped when CallFS runs on another machine', async () => {
     const r = await w.check('callfs.data-dir.permissions', {url: 'https://192.0.2.10:8443', service_user: 'nobody'})
     expect(r.status).toBe('skipped')
