@@ -59,9 +59,13 @@ function check(id: string, overrides: Record<string, unknown> = {}, settings: Pa
   return w.check(id, {unit: UNIT, ...overrides}, settings)
 }
 
-function stop(pid: number): void {
+/** Kill and reap: an unreaped child would linger as a zombie that still bears the unit's name. */
+async function stop(pid: number): Promise<void> {
   const c = children.find((x) => x.pid === pid)
-  c?.kill('SIGKILL')
+  if (!c || c.exitCode !== null || c.signalCode !== null) return
+  const gone = new Promise((r) => c.once('exit', r))
+  c.kill('SIGKILL')
+  await gone
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -273,7 +277,7 @@ describe('callfs.auth.key', () => {
       expect(json).not.toContain(envKey)
       expect(json).not.toContain(API_KEY)
     } finally {
-      stop(pid)
+      await stop(pid)
     }
   })
 

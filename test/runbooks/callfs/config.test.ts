@@ -55,6 +55,14 @@ function lineOf(text: string, needle: string): number {
   return i + 1
 }
 
+/** Kill and reap: an unreaped child would linger as a zombie that still bears the unit's name. */
+async function stop(c: ChildProcess): Promise<void> {
+  if (c.exitCode !== null || c.signalCode !== null) return
+  const gone = new Promise((r) => c.once('exit', r))
+  c.kill('SIGKILL')
+  await gone
+}
+
 /** A real process whose executable is named `name` (a copy of sleep), started with `env`. */
 async function startNamedProcess(name: string, env: Record<string, string>): Promise<ChildProcess> {
   const dir = await mkdtemp(join(w.dir, 'bin-'))
@@ -207,7 +215,7 @@ describe('callfs.config.default-secrets', () => {
       expect(json).not.toContain(proxy)
       expect(json).not.toContain(link)
     } finally {
-      child.kill('SIGKILL')
+      await stop(child)
     }
   })
 
@@ -224,7 +232,7 @@ describe('callfs.config.default-secrets', () => {
       ])
       expect(r.evidence.processEnvironment).toBe(`read from pid ${child.pid}`)
     } finally {
-      child.kill('SIGKILL')
+      await stop(child)
     }
   })
 
