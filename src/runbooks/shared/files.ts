@@ -1,6 +1,7 @@
 // Host checks on a service's data directory: free space, ownership and permissions.
 
-import {chmod, chown, lchown, lstat, mkdir, readdir, realpath} from 'node:fs/promises'
+import {constants as fsConstants} from 'node:fs'
+import {access, chmod, chown, lstat, mkdir, open, opendir, realpath, type FileHandle} from 'node:fs/promises'
 import {dirname, join} from 'node:path'
 
 import {diskUsage, findAccessProblems, findBlockingAncestor, formatMode, lookupGroupName, mayAccess, statPath, type UserInfo} from '../../diagnostics/files.js'
@@ -63,28 +64,100 @@ export interface DataDirInput {
   maxEntries?: number
 }
 
-/** Make `root` and everything under it owned by the user, with owner read/write (and x on dirs). */
-async function repairTree(root: string, user: UserInfo, signal: AbortSignal): Promise<{changed: number; visited: number}> {
+const {O_RDONLY, O_NOFOLLOW, O_NONBLOCK, O_DIRECTORY} = fsConstants
+
+/** `openat(dir, name)` for Node: /proc/self/fd/N is the directory that fd holds, not a path looked up again. */
+const at = (dir: FileHandle, name?: string) => (name === undefined ? `/proc/self/fd/${dir.fd}` : `/proc/self/fd/${dir.fd}/${name}`)
+
+const errno = (e: unknown) => (e as NodeJS.ErrnoException).code
+
+/**
+ * Make `root` and everything under it owned by the user, with owner read/write (and x on dirs).
+ *
+ * The service user owns the tree being repaired and may change it while this runs (swap a
+ * directory for a symlink to /etc between a check and a chown). So nothing here acts on a path
+ * looked up twice: each entry is opened relative to its parent's open descriptor with O_NOFOLLOW
+ * (a symlink is never opened), and chown/chmod act on that descriptor — what was checked is
+ * what is changed. A regular file with several hard links that the user does not own is left
+ * alone: it may be a file from outside linked in.
+ */
+async function repairTree(root: string, user: UserInfo, signal: AbortSignal): Promise<{changed: number; visited: number; leftAlone: string[]}> {
   let changed = 0
   let visited = 0
-  const visit = async (path: string): Promise<void> => {
-    if (signal.aborted) throw new Error('stopped at the deadline; part of the tree was repaired')
-    const st = await lstat(path)
-    visited++
-    if (st.isSymbolicLink()) return // never follow links out of the data directory
-    const wantMode = st.mode & 0o7777 | (st.isDirectory() ? 0o700 : 0o600)
-    if (st.uid !== user.uid || st.gid !== user.gid) {
-      await lchown(path, user.uid, user.gid)
-      changed++
-    }
-    if ((st.mode & 0o7777) !== wantMode) {
-      await chmod(path, wantMode)
-      changed++
-    }
-    if (st.isDirectory()) for (const entry of await readdir(path)) await visit(join(path, entry))
+  const leftAlone: string[] = []
+  try {
+    await access('/proc/self/fd')
+  } catch {
+    throw new Error('repairing safely needs /proc (to act on open descriptors); run the commands shown instead')
   }
-  await visit(root)
-  return {changed, visited}
+
+  /** Fix one opened entry; true when it is a directory to descend into. */
+  const repair = async (h: FileHandle, path: string): Promise<boolean> => {
+    const st = await h.stat()
+    visited++
+    if (!st.isDirectory() && !st.isFile()) {
+      leftAlone.push(`${path} (not a file or directory)`)
+      return false
+    }
+    if (st.isFile() && st.nlink > 1 && st.uid !== user.uid) {
+      leftAlone.push(`${path} (${st.nlink} hard links)`)
+      return false
+    }
+    if (st.uid !== user.uid || st.gid !== user.gid) {
+      await h.chown(user.uid, user.gid)
+      changed++
+    }
+    const wantMode = (st.mode & 0o7777) | (st.isDirectory() ? 0o700 : 0o600)
+    if ((st.mode & 0o7777) !== wantMode) {
+      await h.chmod(wantMode)
+      changed++
+    }
+    return st.isDirectory()
+  }
+
+  const descend = async (dir: FileHandle, path: string): Promise<void> => {
+    const listing = await opendir(at(dir))
+    for await (const entry of listing) {
+      if (signal.aborted) throw new Error('stopped at the deadline; part of the tree was repaired')
+      const child = join(path, entry.name)
+      if (entry.isSymbolicLink()) {
+        visited++ // never followed out of the data directory
+        continue
+      }
+      if (entry.isSocket() || entry.isFIFO() || entry.isBlockDevice() || entry.isCharacterDevice()) {
+        visited++
+        leftAlone.push(`${child} (not a file or directory)`)
+        continue
+      }
+      let h: FileHandle
+      try {
+        h = await open(at(dir, entry.name), O_RDONLY | O_NOFOLLOW | O_NONBLOCK)
+      } catch (e) {
+        if (errno(e) === 'ELOOP') visited++ // it became a symlink since it was listed
+        else if (errno(e) !== 'ENOENT') throw e // ENOENT: removed meanwhile
+        continue
+      }
+      try {
+        if (await repair(h, child)) await descend(h, child)
+      } finally {
+        await h.close()
+      }
+    }
+  }
+
+  let top: FileHandle
+  try {
+    top = await open(root, O_RDONLY | O_NOFOLLOW | O_DIRECTORY)
+  } catch (e) {
+    if (errno(e) === 'ELOOP' || errno(e) === 'ENOTDIR') throw new Error(`${root} is no longer a directory (${errno(e)}); nothing changed`)
+    throw e
+  }
+  try {
+    if (await repair(top, root)) await descend(top, root)
+  } finally {
+    await top.close()
+  }
+  return {changed, visited, leftAlone}
 }
 
 /**
@@ -121,7 +194,8 @@ export function repairOwnershipFix(dataDir: string, user: UserInfo, group: strin
         return {ok: true, detail: `created ${dataDir} owned by ${user.name}`}
       }
       const r = await repairTree(dataDir, user, signal)
-      return {ok: true, detail: `${r.changed} ownership/mode changes over ${r.visited} entries`}
+      const left = r.leftAlone.length ? `; left alone ${r.leftAlone.length}: ${r.leftAlone.slice(0, 5).join(', ')}${r.leftAlone.length > 5 ? ', …' : ''}` : ''
+      return {ok: true, detail: `${r.changed} ownership/mode changes over ${r.visited} entries${left}`}
     },
   }
 }

@@ -2,9 +2,9 @@
 // filesystem of data_dir (and a real 1 MiB tmpfs filled to the brim), callfs.data-dir.permissions
 // looks at real directories with real owners and modes, and its fix really chowns them —
 // never through a symbolic link.
-import {execFileSync} from 'node:child_process'
+import {execFileSync, spawn} from 'node:child_process'
 import {mkdtempSync, rmdirSync} from 'node:fs'
-import {chmod, chown, lstat, mkdir, mkdtemp, readFile, stat, symlink, writeFile} from 'node:fs/promises'
+import {chmod, chown, link, lstat, mkdir, mkdtemp, readFile, stat, symlink, writeFile} from 'node:fs/promises'
 import {tmpdir} from 'node:os'
 import {join} from 'node:path'
 
@@ -24,6 +24,17 @@ process.env.PATH = `${FAKEBIN}:${process.env.PATH ?? '/usr/bin:/bin'}`
 const NOBODY = systemUser('nobody')
 const POSTGRES = systemUser('postgres')
 if (!NOBODY || !POSTGRES) throw new Error('these tests need the users nobody and postgres (apt-get install postgresql)')
+
+/** Swaps <dir>/sub and <dir>/sub.swap atomically, over and over, for at most 4 s. */
+const SWAPPER = `
+import ctypes, os, sys, time
+libc = ctypes.CDLL(None, use_errno=True)
+os.chdir(sys.argv[1])
+end = time.time() + 4
+while time.time() < end:
+    if libc.renameat2(-100, b'sub', -100, b'sub.swap', 2) != 0:
+        sys.exit('renameat2: ' + os.strerror(ctypes.get_errno()))
+`
 
 /** Whether this machine lets us mount a tmpfs (decided while the tests are collected). */
 function canMountTmpfs(): boolean {
@@ -386,6 +397,57 @@ describe('callfs.data-dir.permissions', () => {
         verified: true,
         opsctlVersion: '0.1.0',
       })
+    })
+
+    it('cannot be turned against files outside by a user who swaps a directory for a symlink while it runs', async () => {
+      // The service user owns the tree being repaired and may race the repair: swap data/sub
+      // (atomically, renameat2 RENAME_EXCHANGE) with a symlink to a root-owned directory. A path
+      // based walk that checked "sub is a directory" then chowns "sub/victim" chowns the decoy.
+      const dir = await dataDir({mode: 0o700})
+      await mkdir(join(dir, 'sub'), {mode: 0o700})
+      await file(join(dir, 'sub', 'victim'), {mode: 0o644})
+      const outside = await mkdtemp(join(w.dir, 'outside-'))
+      const decoy = await file(join(outside, 'victim'), {mode: 0o640})
+      await symlink(outside, join(dir, 'sub.swap'))
+      const r = await w.check('callfs.data-dir.permissions', {data_dir: dir, service_user: 'nobody'})
+      const apply = r.fix?.apply
+      if (!apply) throw new Error('no automated fix offered')
+
+      const swapper = spawn('python3', ['-c', SWAPPER, dir], {stdio: ['ignore', 'ignore', 'pipe']})
+      let swapErr = ''
+      swapper.stderr.on('data', (d: Buffer) => (swapErr += d.toString()))
+      try {
+        const started = Date.now()
+        let runs = 0
+        while (Date.now() - started < 2500) {
+          await apply(new AbortController().signal).catch(() => undefined) // a vanished entry may fail a run; only the decoy matters
+          runs++
+          const d = await stat(decoy)
+          if (d.uid !== 0 || (d.mode & 0o7777) !== 0o640) break
+        }
+        expect(swapErr).toBe('')
+        expect(runs).toBeGreaterThan(5)
+        const d = await stat(decoy)
+        expect({uid: d.uid, gid: d.gid, mode: d.mode & 0o7777}).toEqual({uid: 0, gid: 0, mode: 0o640})
+      } finally {
+        swapper.kill('SIGKILL')
+      }
+    })
+
+    it('leaves alone a hard link to a file it does not own, and says so', async () => {
+      // Where fs.protected_hardlinks is off, the service user can link /etc/shadow into its tree;
+      // chown -R would then hand it over. Here root makes the link to stand in for that.
+      const dir = await dataDir({mode: 0o700})
+      const outside = await mkdtemp(join(w.dir, 'outside-'))
+      const target = await file(join(outside, 'shadow'), {mode: 0o640})
+      await link(target, join(dir, 'shadow'))
+      const {run} = await walkAndFix('callfs.data-dir.permissions', {data_dir: dir, service_user: 'nobody'})
+      const after = reportOf(run, 'callfs.data-dir.permissions')
+      expect(after.outcome).toMatchObject({decision: 'applied', ok: true, verified: false})
+      expect(after.outcome?.detail).toMatch(new RegExp(`^1 ownership/mode changes over 2 entries; left alone 1: ${join(dir, 'shadow')} \\(2 hard links\\); re-check: fail`))
+      const t = await stat(target)
+      expect({uid: t.uid, mode: t.mode & 0o7777}).toEqual({uid: 0, mode: 0o640})
+      expect((await stat(dir)).uid).toBe(NOBODY.uid)
     })
 
     it('creates a missing data directory for the service user', async () => {
