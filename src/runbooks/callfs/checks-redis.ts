@@ -22,6 +22,27 @@ function mib(bytes: number): string {
   return `${(bytes / 1024 / 1024).toFixed(1)} MiB`
 }
 
+function pingPlan(kind: string, where: string): string[] {
+  const slots = 'find the client holding the connections (CLIENT LIST) or raise maxclients'
+  switch (kind) {
+    case 'auth':
+      return ['set the Redis password in the variable named by systems.callfs.redis_password_env (and dlm.redis_password in CallFS)']
+    case 'timeout':
+      return ['Redis accepted but did not answer: check whether it is stopped, swapping or blocked by a slow command', 'look at its log and SLOWLOG']
+    case 'capacity':
+      return [`Redis refuses new clients (maxclients): ${slots}`]
+    case 'reset':
+      // Redis answers a client over maxclients with an error and closes at once; the client
+      // usually sees only the closed socket.
+      return [
+        'Redis accepted the connection, then closed it: most often maxclients is reached (its log and INFO clients say so); else protected-mode or a TLS-only port',
+        slots,
+      ]
+    default:
+      return [`start Redis at ${where}, or correct dlm.redis_addr / systems.callfs.redis`]
+  }
+}
+
 export const redisPing: CheckSpec<CallfsContext> = {
   id: 'callfs.redis.ping',
   title: 'Redis answers',
@@ -49,13 +70,14 @@ export const redisPing: CheckSpec<CallfsContext> = {
         fix: {
           id: 'callfs.redis.restore-connection',
           title: 'Restore the Redis connection',
-          plan:
-            r.error.kind === 'auth'
-              ? ['set the Redis password in the variable named by systems.callfs.redis_password_env (and dlm.redis_password in CallFS)']
-              : r.error.kind === 'timeout'
-                ? ['Redis accepted but did not answer: check whether it is stopped, swapping or blocked by a slow command', 'look at its log and SLOWLOG']
-                : [`start Redis at ${where}, or correct dlm.redis_addr / systems.callfs.redis`],
-          commands: [`${cli(ctx)} ping`, `${cli(ctx)} info server`, 'systemctl status redis-server', `${cli(ctx)} slowlog get 10`],
+          plan: pingPlan(r.error.kind, where),
+          commands: [
+            `${cli(ctx)} ping`,
+            `${cli(ctx)} info server`,
+            ...(r.error.kind === 'capacity' || r.error.kind === 'reset' ? [`${cli(ctx)} info clients`, `${cli(ctx)} client list`] : []),
+            'systemctl status redis-server',
+            `${cli(ctx)} slowlog get 10`,
+          ],
         },
       }
     }
