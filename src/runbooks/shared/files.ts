@@ -1,7 +1,7 @@
 // Host checks on a service's data directory: free space, ownership and permissions.
 
 import {constants as fsConstants} from 'node:fs'
-import {access, chmod, chown, lstat, mkdir, open, opendir, realpath, type FileHandle} from 'node:fs/promises'
+import {access, lstat, mkdir, open, opendir, realpath, type FileHandle} from 'node:fs/promises'
 import {dirname, join} from 'node:path'
 
 import {diskUsage, findAccessProblems, findBlockingAncestor, formatMode, lookupGroupName, mayAccess, statPath, type UserInfo} from '../../diagnostics/files.js'
@@ -189,8 +189,20 @@ export function repairOwnershipFix(dataDir: string, user: UserInfo, group: strin
           if ((error as NodeJS.ErrnoException).code === 'EEXIST') return {ok: true, detail: `${dataDir} exists now; left alone`}
           throw error
         }
-        await chown(dataDir, user.uid, user.gid)
-        await chmod(dataDir, 0o750) // whatever the umask
+        // Through a descriptor: whoever may write the parent cannot swap in a symlink to chown.
+        let h: FileHandle
+        try {
+          h = await open(dataDir, O_RDONLY | O_NOFOLLOW | O_DIRECTORY)
+        } catch (e) {
+          if (errno(e) === 'ELOOP' || errno(e) === 'ENOTDIR' || errno(e) === 'ENOENT') return {ok: false, detail: `${dataDir} was replaced right after it was created (${errno(e)}); left alone`}
+          throw e
+        }
+        try {
+          await h.chown(user.uid, user.gid)
+          await h.chmod(0o750) // whatever the umask
+        } finally {
+          await h.close()
+        }
         return {ok: true, detail: `created ${dataDir} owned by ${user.name}`}
       }
       const r = await repairTree(dataDir, user, signal)

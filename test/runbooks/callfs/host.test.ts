@@ -25,16 +25,24 @@ const NOBODY = systemUser('nobody')
 const POSTGRES = systemUser('postgres')
 if (!NOBODY || !POSTGRES) throw new Error('these tests need the users nobody and postgres (apt-get install postgresql)')
 
-/** Swaps <dir>/sub and <dir>/sub.swap atomically, over and over, for at most 4 s. */
-const SWAPPER = `
-import ctypes, os, sys, time
+/**
+ * A python3 script that swaps two names in its working directory atomically (renameat2
+ * RENAME_EXCHANGE), over and over, for at most 4 s; a side missing for a moment is skipped.
+ */
+function swapper(cwd: string, a: string, b: string) {
+  const script = `
+import ctypes, errno, os, sys, time
 libc = ctypes.CDLL(None, use_errno=True)
-os.chdir(sys.argv[1])
 end = time.time() + 4
 while time.time() < end:
-    if libc.renameat2(-100, b'sub', -100, b'sub.swap', 2) != 0:
+    if libc.renameat2(-100, b'${a}', -100, b'${b}', 2) != 0 and ctypes.get_errno() != errno.ENOENT:
         sys.exit('renameat2: ' + os.strerror(ctypes.get_errno()))
 `
+  const child = spawn('python3', ['-c', script], {cwd, stdio: ['ignore', 'ignore', 'pipe']})
+  let stderr = ''
+  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()))
+  return {stderr: () => stderr, pause: () => child.kill('SIGSTOP'), resume: () => child.kill('SIGCONT'), stop: () => child.kill('SIGKILL')}
+}
 
 /** Whether this machine lets us mount a tmpfs (decided while the tests are collected). */
 function canMountTmpfs(): boolean {
@@ -413,24 +421,23 @@ describe('callfs.data-dir.permissions', () => {
       const apply = r.fix?.apply
       if (!apply) throw new Error('no automated fix offered')
 
-      const swapper = spawn('python3', ['-c', SWAPPER, dir], {stdio: ['ignore', 'ignore', 'pipe']})
-      let swapErr = ''
-      swapper.stderr.on('data', (d: Buffer) => (swapErr += d.toString()))
+      const swap = swapper(dir, 'sub', 'sub.swap')
       try {
         const started = Date.now()
         let runs = 0
-        while (Date.now() - started < 2500) {
+        while (Date.now() - started < 1500) { // the path-based walk lost the race within 0.5 s
           await apply(new AbortController().signal).catch(() => undefined) // a vanished entry may fail a run; only the decoy matters
           runs++
           const d = await stat(decoy)
           if (d.uid !== 0 || (d.mode & 0o7777) !== 0o640) break
         }
-        expect(swapErr).toBe('')
+        expect(swap.stderr()).toBe('')
+        expect(swap.stderr()).toBe('')
         expect(runs).toBeGreaterThan(5)
         const d = await stat(decoy)
         expect({uid: d.uid, gid: d.gid, mode: d.mode & 0o7777}).toEqual({uid: 0, gid: 0, mode: 0o640})
       } finally {
-        swapper.kill('SIGKILL')
+        swap.stop()
       }
     })
 
@@ -461,6 +468,41 @@ describe('callfs.data-dir.permissions', () => {
       // The missing parent was made the way install -d makes it: searchable, so nobody gets in.
       expect((await stat(join(dir, '..'))).mode & 0o7777).toBe(0o755)
       expect(audit[0]).toMatchObject({check: 'callfs.data-dir.permissions', decision: 'applied', plan: [`create ${dir} (mode 0750; missing parent directories 0755)`, `chown nobody:nogroup ${dir}`], verified: true})
+    })
+
+    it('creating the directory cannot be turned against a file outside by a swap right after mkdir', async () => {
+      const parent = await dataDir({owner: NOBODY, mode: 0o755}) // a parent the service user may write into
+      const dir = join(parent, 'data')
+      const outside = await mkdtemp(join(w.dir, 'outside-'))
+      const decoy = await file(join(outside, 'victim'), {mode: 0o640})
+      const r = await w.check('callfs.data-dir.permissions', {data_dir: dir, service_user: 'nobody'})
+      const apply = r.fix?.apply
+      if (!apply) throw new Error('no automated fix offered')
+      expect(r.remediation?.plan[0]).toBe(`create ${dir} (mode 0750; missing parent directories 0755)`)
+
+      const swap = swapper(parent, 'data', 'data.swap')
+      try {
+        const started = Date.now()
+        let runs = 0
+        let caught = 0 // rounds where the swap came between mkdir and chown, and the fix noticed
+        while (Date.now() - started < 2000) {
+          swap.pause() // names hold still while the next round is set up
+          execFileSync('rm', ['-rf', dir, `${dir}.swap`])
+          await symlink(decoy, `${dir}.swap`)
+          swap.resume()
+          const res = await apply(new AbortController().signal).catch((e: Error) => ({ok: false, detail: e.message}))
+          if (/replaced right after it was created/.test(res.detail)) caught++
+          runs++
+          const d = await stat(decoy)
+          if (d.uid !== 0 || (d.mode & 0o7777) !== 0o640 || caught >= 3) break
+        }
+        expect(swap.stderr()).toBe('')
+        expect(caught, `${runs} rounds`).toBeGreaterThan(0) // the race was really run, and lost by the attacker
+        const d = await stat(decoy)
+        expect({uid: d.uid, gid: d.gid, mode: d.mode & 0o7777}).toEqual({uid: 0, gid: 0, mode: 0o640})
+      } finally {
+        swap.stop()
+      }
     })
 
     it('repairs what a symlinked data_dir points at (the check audits that directory)', async () => {
