@@ -39,7 +39,6 @@ export async function reachableFinding(run: PgRun, t: PgTargetInfo): Promise<Fin
   evidence.error = r.error.kind
   if (r.error.code) evidence.code = r.error.code
   if (r.error.kind === 'capacity') evidence.reason = TOO_MANY_CONNECTIONS
-  if (r.error.kind === 'permission') return {status: 'unknown', summary: r.error.message, evidence}
   const commands = [
     `pg_isready -h ${info.host} -p ${info.port} -d ${info.database}`,
     psql(t.dsn, 'SELECT 1;'),
@@ -58,6 +57,10 @@ export async function reachableFinding(run: PgRun, t: PgTargetInfo): Promise<Fin
       break
     case 'not-found':
       plan.push(`create the database ${info.database}, or correct the DSN`)
+      break
+    case 'permission':
+      // The service connects with this DSN: if opsctl may not, neither may the service.
+      plan.push(`GRANT CONNECT ON DATABASE ${info.database} TO ${info.user} (and check pg_hba.conf)`)
       break
     default:
       plan.push(`make ${info.host}:${info.port} reachable from here (firewall, listen_addresses, DNS)`)
@@ -89,7 +92,7 @@ interface Usage {
   reserved: number
   used: number
   byState: Record<string, number>
-  idle: Array<{pid: number; usename: string; application_name: string; client_addr: string | null; idle_ms: number; state_change: string}>
+  idle: Array<{pid: number; usename: string; application_name: string; client_addr: string | null; idle_ms: number; state_change: string; backend_start: string}>
 }
 
 /**
@@ -114,10 +117,12 @@ function interval(ms: number): string {
 }
 
 export function terminateIdleFix(run: PgRun, i: ConnectionsInput, pids: Usage['idle']): Fix {
+  // Guard: the same backend (pid and start time, against pid reuse), still idle for long enough.
   const guardSql =
-    `SELECT pid, pg_terminate_backend(pid) AS terminated FROM pg_stat_activity ` +
-    `WHERE pid = ANY($1::int[]) AND datname = $2 AND usename = $3 AND state = 'idle' ` +
-    `AND state_change < now() - $4::interval AND pid <> pg_backend_pid()`
+    `SELECT a.pid, pg_terminate_backend(a.pid) AS terminated FROM pg_stat_activity a ` +
+    `JOIN unnest($1::int[], $5::timestamptz[]) AS t(pid, backend_start) ON a.pid = t.pid AND a.backend_start = t.backend_start ` +
+    `WHERE a.datname = $2 AND a.usename = $3 AND a.state = 'idle' ` +
+    `AND a.state_change < now() - $4::interval AND a.pid <> pg_backend_pid()`
   return {
     id: i.terminateFixId,
     title: `Terminate ${pids.length} idle connection${pids.length === 1 ? '' : 's'} of ${i.user} to ${i.database}`,
@@ -126,13 +131,13 @@ export function terminateIdleFix(run: PgRun, i: ConnectionsInput, pids: Usage['i
         (p) =>
           `terminate pid ${p.pid} (${p.usename}${p.client_addr ? '@' + p.client_addr : ''}, app "${p.application_name}", idle ${formatMs(p.idle_ms)}) — only if it is still idle`,
       ),
-      `SQL: ${guardSql} -- $1=[${pids.map((p) => p.pid).join(',')}] $2=${i.database} $3=${i.user} $4=${interval(i.idleThresholdMs)}`,
+      `SQL: ${guardSql} -- $1=[${pids.map((p) => p.pid).join(',')}] $2=${i.database} $3=${i.user} $4=${interval(i.idleThresholdMs)} $5=[their backend_start]`,
     ],
     commands: [psql(i.dsn, `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE pid IN (${pids.map((p) => p.pid).join(',')}) AND state = 'idle';`)],
     confirmText: i.database,
     async apply() {
       const r = await run((sql) =>
-        sql<{pid: number; terminated: boolean}>(guardSql, [pids.map((p) => p.pid), i.database, i.user, interval(i.idleThresholdMs)]),
+        sql<{pid: number; terminated: boolean}>(guardSql, [pids.map((p) => p.pid), i.database, i.user, interval(i.idleThresholdMs), pids.map((p) => p.backend_start)]),
       )
       if (!r.ok) return {ok: false, detail: r.error.message}
       const done = r.value.filter((x) => x.terminated).length
@@ -148,7 +153,8 @@ export async function connectionsFinding(run: PgRun, i: ConnectionsInput): Promi
   const failRatio = i.failRatio ?? 0.9
   const r = await run(async (sql): Promise<Usage> => {
     const [limits] = await sql<{max: number; reserved: number; used: number}>(
-      `SELECT current_setting('max_connections')::int AS max, current_setting('superuser_reserved_connections')::int AS reserved,
+      `SELECT current_setting('max_connections')::int AS max, current_setting('superuser_reserved_connections')::int
+                + coalesce(current_setting('reserved_connections', true)::int, 0) AS reserved,
               (SELECT count(*)::int FROM pg_stat_activity WHERE ${CLIENT_BACKEND}) AS used`,
     )
     const states = await sql<{state: string | null; n: number}>(
@@ -156,7 +162,8 @@ export async function connectionsFinding(run: PgRun, i: ConnectionsInput): Promi
     )
     const idle = await sql<Usage['idle'][number]>(
       `SELECT pid, usename, coalesce(application_name, '') AS application_name, host(client_addr) AS client_addr,
-              (extract(epoch FROM now() - state_change) * 1000)::bigint::float8 AS idle_ms, state_change::text AS state_change
+              (extract(epoch FROM now() - state_change) * 1000)::bigint::float8 AS idle_ms, state_change::text AS state_change,
+              backend_start::text AS backend_start
          FROM pg_stat_activity
         WHERE datname = $1 AND usename = $2 AND state = 'idle' AND state_change < now() - $3::interval AND pid <> pg_backend_pid()
         ORDER BY state_change LIMIT 500`,
@@ -281,12 +288,15 @@ export async function longQueriesFinding(run: PgRun, i: LongQueriesInput): Promi
       state: b.state,
       age: formatMs(Math.round(b.age_ms)),
       query: maskQueryLiterals(b.query),
-      terminable: b.can_signal,
+      terminable: b.can_signal && b.usename === who,
     })),
     hiddenSessions: hidden,
   }
   const idleTx = rows.filter((b) => b.state.startsWith('idle in transaction')).length
-  const ours = rows.filter((b) => b.can_signal)
+  // Only the service's own sessions are ended automatically: another role's long transaction on
+  // the same database (a pg_dump, an operator's psql) is shown, never terminated by surprise.
+  const ours = rows.filter((b) => b.can_signal && b.usename === who)
+  const others = rows.filter((b) => b.can_signal && b.usename !== who)
   const theirs = rows.filter((b) => !b.can_signal)
   const theirsNote = theirs.length
     ? `; ${theirs.length} belong${theirs.length === 1 ? 's' : ''} to roles ${who} may not signal (${[...new Set(theirs.map((b) => b.usename))].join(', ')}): a superuser can end ${theirs.length === 1 ? 'it' : 'them'}`
@@ -303,8 +313,8 @@ export async function longQueriesFinding(run: PgRun, i: LongQueriesInput): Promi
       evidence,
       fix: {
         id: i.terminateFixId,
-        title: `Have a superuser terminate the long-running backend${rows.length === 1 ? '' : 's'} on ${i.database}`,
-        plan: [...rows.map((b) => `as a superuser (or a member of the backend's role), terminate ${line(b)} if it is still running`)],
+        title: `Decide about the long-running backend${rows.length === 1 ? '' : 's'} on ${i.database} (not ${who}'s own)`,
+        plan: [...rows.map((b) => `if it should go: terminate ${line(b)} as a superuser or a member of its role`)],
         commands: [psql(i.dsn, `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE pid IN (${pidList(rows)});`)],
       },
     }
@@ -314,21 +324,22 @@ export async function longQueriesFinding(run: PgRun, i: LongQueriesInput): Promi
   const guardSql =
     `SELECT a.pid, CASE WHEN ${CAN_SIGNAL} THEN pg_terminate_backend(a.pid) ELSE false END AS terminated FROM pg_stat_activity a ` +
     `JOIN unnest($1::int[], $2::timestamptz[]) AS t(pid, backend_start) ON a.pid = t.pid AND a.backend_start = t.backend_start ` +
-    `WHERE a.datname = $3 AND ((a.state = 'active' AND a.query_start < now() - $4::interval) ` +
+    `WHERE a.datname = $3 AND a.usename = $5 AND ((a.state = 'active' AND a.query_start < now() - $4::interval) ` +
     `OR (a.state LIKE 'idle in transaction%' AND a.state_change < now() - $4::interval) OR (a.xact_start < now() - $4::interval))`
   const fix: Fix = {
     id: i.terminateFixId,
     title: `Terminate ${ours.length} long-running backend${ours.length === 1 ? '' : 's'} on ${i.database}`,
     plan: [
       ...ours.map((b) => `terminate ${line(b)} — only if it is the same backend and still over ${formatMs(i.thresholdMs)}`),
+      ...others.map((b) => `leave ${line(b)}: not ${who}'s own session — end it by hand if it should go`),
       ...theirs.map((b) => `leave ${line(b)}: ${who} may not terminate it (a superuser can)`),
-      `SQL: ${guardSql} -- $1=[${pidList(ours)}] $3=${i.database} $4=${interval(i.thresholdMs)}`,
+      `SQL: ${guardSql} -- $1=[${pidList(ours)}] $3=${i.database} $4=${interval(i.thresholdMs)} $5=${who}`,
     ],
     commands: [psql(i.dsn, `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE pid IN (${pidList(ours)});`)],
     confirmText: i.database,
     async apply() {
       const res = await run((sql) =>
-        sql<{pid: number; terminated: boolean}>(guardSql, [ours.map((b) => b.pid), ours.map((b) => b.backend_start), i.database, interval(i.thresholdMs)]),
+        sql<{pid: number; terminated: boolean}>(guardSql, [ours.map((b) => b.pid), ours.map((b) => b.backend_start), i.database, interval(i.thresholdMs), who]),
       )
       if (!res.ok) return {ok: false, detail: res.error.message}
       const done = res.value.filter((x) => x.terminated).length

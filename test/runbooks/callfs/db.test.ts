@@ -171,6 +171,18 @@ describe('callfs.db.reachable', () => {
     expect(isready).toMatchObject({code: 2, stdout: expect.stringContaining('no response')})
   })
 
+  it('fail: CONNECT revoked from callfs — CallFS, connecting with the same DSN, cannot either', async () => {
+    await superuser('REVOKE CONNECT ON DATABASE callfs FROM PUBLIC, callfs') // callfs owns it: revoke the owner's grant too
+    try {
+      const r = await w.check('callfs.db.reachable')
+      expect(r.status).toBe('fail')
+      expect(r.evidence).toMatchObject({error: 'permission', code: '42501'})
+      expect(r.remediation?.plan).toEqual(['GRANT CONNECT ON DATABASE callfs TO callfs (and check pg_hba.conf)'])
+    } finally {
+      await superuser('GRANT CONNECT ON DATABASE callfs TO PUBLIC, callfs')
+    }
+  })
+
   it('ok with the SCRAM password from postgres_password_env; the password appears nowhere in the report', async () => {
     const overrides = {postgres: scram.dsn('callfs', 'callfs'), postgres_password_env: 'CALLFS_PG_PASSWORD'}
     const r = await w.check('callfs.db.reachable', overrides, {env: {...w.env, CALLFS_PG_PASSWORD: PG_PASSWORD}})
@@ -280,8 +292,8 @@ describe('callfs.db.connections', () => {
     const planned = (run.check.remediation?.plan ?? []).flatMap((l) => [...l.matchAll(/^terminate pid (\d+) \(callfs@127\.0\.0\.1, app "callfs"/g)].map((m) => Number(m[1])))
     expect(planned.sort((a, b) => a - b)).toEqual(pids)
     const sqlLine = run.check.remediation?.plan.at(-1) ?? ''
-    expect(sqlLine).toMatch(/^SQL: SELECT pid, pg_terminate_backend\(pid\) .* AND state = 'idle' /)
-    const param = /\$1=\[([\d,]+)\] \$2=callfs \$3=callfs \$4=300 milliseconds$/.exec(sqlLine)
+    expect(sqlLine).toMatch(/^SQL: SELECT a\.pid, pg_terminate_backend\(a\.pid\) .* AND a\.backend_start = t\.backend_start .* AND a\.state = 'idle' /)
+    const param = /\$1=\[([\d,]+)\] \$2=callfs \$3=callfs \$4=300 milliseconds \$5=\[their backend_start\]$/.exec(sqlLine)
     expect(param?.[1]?.split(',').map(Number).sort((a, b) => a - b)).toEqual(pids)
     expect(run.fixes.get('callfs.db.connections')?.confirmText).toBe('callfs')
 
@@ -515,7 +527,7 @@ describe('callfs.db.long-queries', () => {
       const plan = run.check.remediation?.plan ?? []
       expect(plan.filter((l) => new RegExp(`^leave pid ${dba.pid} \\(postgres, idle in transaction, [\\d.]+m?s\\): callfs may not terminate it \\(a superuser can\\)$`).test(l))).toHaveLength(1)
       expect(plan.filter((l) => l.startsWith('terminate pid '))).toEqual([expect.stringMatching(new RegExp(`^terminate pid ${mine.pid} \\(callfs, idle in transaction, `))])
-      expect(plan.at(-1)).toMatch(new RegExp(`-- \\$1=\\[${mine.pid}\\] \\$3=callfs \\$4=300 milliseconds$`))
+      expect(plan.at(-1)).toMatch(new RegExp(`-- \\$1=\\[${mine.pid}\\] \\$3=callfs \\$4=300 milliseconds \\$5=callfs$`))
 
       await applyYes(run)
       expect(await alive([mine.pid, dba.pid])).toEqual([dba.pid])
@@ -524,6 +536,31 @@ describe('callfs.db.long-queries', () => {
       expect(run.check.outcome?.verified).toBe(false) // the superuser's transaction is still there
     } finally {
       await superuser('REVOKE pg_read_all_stats FROM callfs')
+    }
+  })
+
+  it('another role\'s long transaction callfs could signal (pg_signal_backend) is shown, never terminated automatically', async () => {
+    await superuser('CREATE ROLE backup LOGIN')
+    await superuser('GRANT pg_signal_backend, pg_read_all_stats TO callfs')
+    try {
+      const mine = await connect({app: 'callfs'})
+      const dump = await connect({user: 'backup', app: 'pg_dump'})
+      for (const c of [mine, dump]) {
+        await c.client.query('BEGIN')
+        await c.client.query('SELECT 1')
+      }
+      await sleep(450)
+      const run = await oneCheck('callfs.db.long-queries', soon)
+      const backends = run.check.evidence.backends as Array<{pid: number; terminable: boolean}>
+      expect(backends.map((b) => [b.pid, b.terminable]).sort()).toEqual([[mine.pid, true], [dump.pid, false]].sort())
+      const plan = run.check.remediation?.plan ?? []
+      expect(plan).toContainEqual(expect.stringMatching(new RegExp(`^leave pid ${dump.pid} \\(backup, idle in transaction, .*\\): not callfs's own session`)))
+      expect(plan.filter((l) => l.startsWith('terminate pid '))).toEqual([expect.stringMatching(new RegExp(`^terminate pid ${mine.pid} `))])
+      await applyYes(run)
+      expect(await alive([mine.pid, dump.pid])).toEqual([dump.pid])
+    } finally {
+      await superuser('REVOKE pg_signal_backend, pg_read_all_stats FROM callfs')
+      await superuser("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = 'backup'")
     }
   })
 
