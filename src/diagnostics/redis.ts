@@ -162,9 +162,36 @@ export async function withRedis<T>(target: RedisTarget, opts: ProbeOptions, fn: 
   } else {
     // Before the first answer the 'error' event carries the cause; the rejection only says "Connection is closed".
     error = redisError(answered ? settled.error : (firstError ?? settled.error), endpoint.host, where, scrub)
+    if (!answered && tcpConnected && error.kind === 'reset' && !endpoint.tls) {
+      // Redis refuses a client it has no slot for by writing one error line and closing; ioredis
+      // only reports the closed socket. Listen once for that line to say why.
+      const said = await greetingError(endpoint.host, endpoint.port, Math.min(300, opts.timeoutMs))
+      if (said) error = redisError(Object.assign(new Error(said), {name: 'ReplyError'}), endpoint.host, where, scrub)
+    }
   }
   if (!answered) opts.reach?.record(key, error)
   return probeFail(error, startedAt)
+}
+
+/** The error line a Redis writes to a new connection before closing it ("-ERR max number of clients reached"), if any. */
+async function greetingError(host: string, port: number, withinMs: number): Promise<string | null> {
+  const {connect} = await import('node:net')
+  return new Promise((resolve) => {
+    let text = ''
+    const socket = connect({host, port})
+    const done = (value: string | null) => {
+      clearTimeout(timer)
+      socket.destroy()
+      resolve(value)
+    }
+    const timer = setTimeout(() => done(null), withinMs)
+    socket.on('data', (chunk: Buffer) => {
+      text += chunk.toString('utf8')
+      if (text.includes('\r\n')) done(text.startsWith('-') ? (text.slice(1).split('\r\n')[0] ?? null) : null)
+    })
+    socket.on('error', () => done(null))
+    socket.on('close', () => done(text.startsWith('-') ? text.slice(1).trim() : null))
+  })
 }
 
 /** INFO (or one section) parsed to key → value; `# Section` headers are dropped. */

@@ -202,7 +202,7 @@ describe('callfs.redis.ping', () => {
   // diagnostics/redis.ts (not this task's file): ioredis never surfaces the server's
   // "-ERR max number of clients reached" (the socket is closed under the PING: EPIPE), so the
   // probe reports a reset instead of capacity. Reported to the lead.
-  it.fails('the probe names a maxclients refusal as capacity, with Redis\'s own words', async () => {
+  it('the probe names a maxclients refusal as capacity, with Redis\'s own words', async () => {
     const admin = await mem.client()
     try {
       await admin.config('SET', 'maxclients', '1')
