@@ -6,7 +6,7 @@ import type {CallfsContext} from './context.js'
 /** The newest golang-migrate version CallFS ships (001–003; 003 replaces uid/gid with owner). */
 export const LATEST_MIGRATION = 3
 
-const run = (ctx: CallfsContext): PgRun => (fn) => ctx.pg(fn)
+const run = (ctx: CallfsContext): PgRun => (fn, signal) => ctx.pg(fn, {signal})
 
 /**
  * The DSN for golang-migrate, as opsctl connected: the password masked, shown as `****` also

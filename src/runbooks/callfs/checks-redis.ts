@@ -155,7 +155,7 @@ function lockScan(ctx: CallfsContext): Promise<ProbeResult<ScanClassification>> 
   // A scan of a large keyspace takes longer than one probe; it gets its own, larger budget.
   const budget = scanBudget(ctx.timeoutMs)
   return ctx.memo('lock-scan', () =>
-    ctx.redis((redis) => scanByExpiry(redis, ctx.target.lock_prefix, {maxTtlMs: ctx.target.lock_timeout, count: 1000, maxKeys: 5_000_000, signal: ctx.signal}), budget),
+    ctx.redis((redis) => scanByExpiry(redis, ctx.target.lock_prefix, {maxTtlMs: ctx.target.lock_timeout, count: 1000, maxKeys: 5_000_000, signal: ctx.signal}), {timeoutMs: budget}),
   )
 }
 
@@ -204,10 +204,10 @@ export function releaseLocksFix(ctx: CallfsContext, orphans: KeyInfo[]): Fix {
     ...fix,
     confirmText: guarded.length === 1 ? (guarded[0] as KeyInfo).key : `${guarded.length} locks`,
     applyTimeoutMs: scanBudget(ctx.timeoutMs),
-    async apply() {
+    async apply(signal) {
       // Guard, in one Lua call per batch: the key still holds the same owner and still has no
       // (or an over-long) expiry. A lock re-acquired or given an expiry since is left alone.
-      const r = await ctx.redis((redis) => compareAndDelete(redis, items, {maxTtlMs}), scanBudget(ctx.timeoutMs))
+      const r = await ctx.redis((redis) => compareAndDelete(redis, items, {maxTtlMs}), {timeoutMs: scanBudget(ctx.timeoutMs), signal})
       if (!r.ok) return {ok: false, detail: r.error.message}
       const {deleted, kept} = r.value
       const why = (reason: string) => kept.filter((k) => k.reason === reason).length

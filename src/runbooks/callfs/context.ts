@@ -8,7 +8,7 @@ import {withPostgres, type SqlRunner} from '../../diagnostics/postgres.js'
 import {withRedis} from '../../diagnostics/redis.js'
 import {findProcesses, processEnvironment, systemdUnitStatus, type ProcessInfo, type UnitStatus} from '../../diagnostics/system.js'
 import {isLocalHost} from '../../diagnostics/tcp.js'
-import type {ProbeResult} from '../../diagnostics/types.js'
+import type {ProbeOptions, ProbeResult} from '../../diagnostics/types.js'
 import type {Redis} from 'ioredis'
 
 /** CallFS's own config.yaml, as far as opsctl could read it. */
@@ -126,13 +126,17 @@ export class CallfsContext extends CheckContext<CallfsTarget> {
     return this.secret(this.target.postgres_password_env) ?? this.secret('PGPASSWORD')
   }
 
-  pg<T>(fn: (sql: SqlRunner) => Promise<T>): Promise<ProbeResult<T>> {
-    return withPostgres({dsn: this.target.postgres, password: this.postgresPassword()}, this.probe(), fn)
+  /** One PostgreSQL session; a fix passes its own signal so the deadline of apply() stops it. */
+  pg<T>(fn: (sql: SqlRunner) => Promise<T>, o: {signal?: AbortSignal} = {}): Promise<ProbeResult<T>> {
+    return withPostgres({dsn: this.target.postgres, password: this.postgresPassword()}, this.probe(o.signal ? {signal: o.signal} : {}), fn)
   }
 
-  redis<T>(fn: (r: Redis) => Promise<T>, timeoutMs?: number): Promise<ProbeResult<T>> {
+  redis<T>(fn: (r: Redis) => Promise<T>, o: {timeoutMs?: number; signal?: AbortSignal} = {}): Promise<ProbeResult<T>> {
     const password = this.secret(this.target.redis_password_env) ?? this.secret('REDISCLI_AUTH')
-    return withRedis({url: this.target.redis, password}, this.probe(timeoutMs ? {timeoutMs} : {}), fn)
+    const overrides: Partial<ProbeOptions> = {}
+    if (o.timeoutMs) overrides.timeoutMs = o.timeoutMs
+    if (o.signal) overrides.signal = o.signal
+    return withRedis({url: this.target.redis, password}, this.probe(overrides), fn)
   }
 }
 

@@ -6,7 +6,8 @@ import type {ProbeResult} from '../../diagnostics/types.js'
 import {formatMs} from '../../engine/runner.js'
 import type {Finding, Fix} from '../../engine/types.js'
 
-export type PgRun = <T>(fn: (sql: SqlRunner) => Promise<T>) => Promise<ProbeResult<T>>
+/** Runs `fn` in one session; a fix passes the signal of its apply() deadline. */
+export type PgRun = <T>(fn: (sql: SqlRunner) => Promise<T>, signal?: AbortSignal) => Promise<ProbeResult<T>>
 
 export interface PgTargetInfo {
   dsn: string
@@ -135,9 +136,10 @@ export function terminateIdleFix(run: PgRun, i: ConnectionsInput, pids: Usage['i
     ],
     commands: [psql(i.dsn, `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE pid IN (${pids.map((p) => p.pid).join(',')}) AND state = 'idle';`)],
     confirmText: i.database,
-    async apply() {
-      const r = await run((sql) =>
-        sql<{pid: number; terminated: boolean}>(guardSql, [pids.map((p) => p.pid), i.database, i.user, interval(i.idleThresholdMs), pids.map((p) => p.backend_start)]),
+    async apply(signal) {
+      const r = await run(
+        (sql) => sql<{pid: number; terminated: boolean}>(guardSql, [pids.map((p) => p.pid), i.database, i.user, interval(i.idleThresholdMs), pids.map((p) => p.backend_start)]),
+        signal,
       )
       if (!r.ok) return {ok: false, detail: r.error.message}
       const done = r.value.filter((x) => x.terminated).length
@@ -337,9 +339,10 @@ export async function longQueriesFinding(run: PgRun, i: LongQueriesInput): Promi
     ],
     commands: [psql(i.dsn, `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE pid IN (${pidList(ours)});`)],
     confirmText: i.database,
-    async apply() {
-      const res = await run((sql) =>
-        sql<{pid: number; terminated: boolean}>(guardSql, [ours.map((b) => b.pid), ours.map((b) => b.backend_start), i.database, interval(i.thresholdMs), who]),
+    async apply(signal) {
+      const res = await run(
+        (sql) => sql<{pid: number; terminated: boolean}>(guardSql, [ours.map((b) => b.pid), ours.map((b) => b.backend_start), i.database, interval(i.thresholdMs), who]),
+        signal,
       )
       if (!res.ok) return {ok: false, detail: res.error.message}
       const done = res.value.filter((x) => x.terminated).length
