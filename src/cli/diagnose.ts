@@ -88,10 +88,10 @@ export async function diagnoseCommand(args: string[], flags: DiagnoseFlags, io: 
   const controller = new AbortController()
   // Every concurrent probe listens on the run's signal; that is by design, not a leak.
   setMaxListeners(0, controller.signal)
-  const deadline = setTimeout(() => controller.abort(new Error('run deadline')), deadlineMs)
+  const deadline = setTimeout(() => controller.abort(new Error(`the run deadline (${formatMs(deadlineMs)}, --deadline) passed`)), deadlineMs)
   const onInterrupt = () => {
     if (controller.signal.aborted) process.exit(130)
-    controller.abort(new Error('interrupted'))
+    controller.abort(new Error('interrupted (Ctrl-C)'))
   }
   process.on('SIGINT', onInterrupt)
 

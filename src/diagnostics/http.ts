@@ -114,8 +114,10 @@ export async function httpRequest(req: HttpRequest, opts: ProbeOptions): Promise
   const maxBody = Math.max(0, req.maxBodyBytes ?? DEFAULT_MAX_BODY)
   const maxRedirects = Math.max(0, req.maxRedirects ?? DEFAULT_MAX_REDIRECTS)
   const connectTimeout = Math.max(1, Math.min(req.connectTimeoutMs ?? Math.min(opts.timeoutMs, 5000), opts.timeoutMs))
-  const deadline = startDeadline(opts)
+  // Load undici before the clock starts: on a busy machine the import alone can take a good part
+  // of a short time-out, and the endpoint must not be blamed for it.
   const {Agent, buildConnector} = await import('undici')
+  const deadline = startDeadline(opts)
 
   // Set by the connector for the hop in flight, so a time-out can say which phase it hit.
   let progress: Progress = {tcpConnected: false, secure: false, headers: false, status: 0, bytes: 0}
@@ -292,7 +294,9 @@ function requestError(
 ): ProbeError {
   const ep = hop.key
   if (cause === 'aborted') return abortedError(`the request to ${url.origin}${url.pathname}`)
-  const code = (err as {code?: unknown} | null)?.code
+  const e = err as {code?: unknown; name?: unknown; cause?: {code?: unknown}} | null
+  // undici 7's HTTPParserError carries no code of its own; llhttp's HPE_* may sit on its cause.
+  const code = e?.code ?? (e?.name === 'HTTPParserError' ? (typeof e.cause?.code === 'string' ? e.cause.code : 'HPE_INVALID') : undefined)
   if (cause === 'deadline' || code === 'UND_ERR_HEADERS_TIMEOUT' || code === 'UND_ERR_BODY_TIMEOUT' || code === 'UND_ERR_CONNECT_TIMEOUT') {
     // undici's own connect timer is shorter than the probe's deadline; say which one ran out.
     const limit = cause !== 'deadline' && code === 'UND_ERR_CONNECT_TIMEOUT' ? connectTimeoutMs : timeoutMs

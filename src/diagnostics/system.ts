@@ -218,10 +218,10 @@ export async function findProcesses(match: {comm?: string; cmdlineIncludes?: str
   for (let i = 0; i < pids.length; i += 64) {
     const batch = await Promise.all(
       pids.slice(i, i + 64).map(async (pid) => {
-        if (wantComm !== undefined) {
-          const stat = await readStat(pid)
-          if (stat?.comm !== wantComm) return null
-        }
+        // A zombie (or a dying task) keeps its name but runs nothing: not a running process.
+        const stat = await readStat(pid)
+        if (!stat || stat.state === 'Z' || stat.state === 'X' || stat.state === 'x') return null
+        if (wantComm !== undefined && stat.comm !== wantComm) return null
         const info = await processInfo(pid)
         if (!info) return null
         if (match.cmdlineIncludes !== undefined && !info.cmdline.includes(match.cmdlineIncludes)) return null

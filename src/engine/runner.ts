@@ -50,7 +50,10 @@ async function settle<C>(spec: CheckSpec<C>, ctx: C, settings: RunSettings): Pro
       () => resolve({status: 'unknown', summary: `did not finish within ${formatMs(budget)}; the result is unknown`}),
       budget,
     )
-    onAbort = () => resolve({status: 'unknown', summary: 'the run was stopped (deadline or interrupt) before this check finished'})
+    onAbort = () => {
+      const reason = settings.signal.reason instanceof Error ? settings.signal.reason.message : 'the run was stopped'
+      resolve({status: 'unknown', summary: `${reason} before this check finished`})
+    }
     if (settings.signal.aborted) onAbort()
     else settings.signal.addEventListener('abort', onAbort, {once: true})
   })

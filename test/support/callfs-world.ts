@@ -109,6 +109,11 @@ function deepMerge(base: Record<string, unknown>, over: Record<string, unknown>)
   return out
 }
 
+/** The simulator authenticates like CallFS does (dlm.redis_password): the password in its URL. */
+function redisUrlWithPassword(redis: TestRedis): string {
+  return redis.password ? `redis://:${encodeURIComponent(redis.password)}@127.0.0.1:${redis.port}/0` : redis.url
+}
+
 export async function startCallfsWorld(o: WorldOptions = {}): Promise<CallfsWorld> {
   const root = await testRoot()
   const dir = await mkdtemp(join(root.dir, 'callfs-world-'))
@@ -127,7 +132,7 @@ export async function startCallfsWorld(o: WorldOptions = {}): Promise<CallfsWorl
   const redis = o.redis ? await startRedis(o.redis === true ? {} : o.redis) : null
   const sim = o.sim === false || o.sim === undefined
     ? null
-    : await startCallfsSim({apiKeys: [API_KEY], tls: {cert: cert.cert, key: cert.key}, redisUrl: redis?.url ?? null, ...o.sim})
+    : await startCallfsSim({apiKeys: [API_KEY], tls: {cert: cert.cert, key: cert.key}, redisUrl: redis ? redisUrlWithPassword(redis) : null, ...o.sim})
 
   const configFile = join(dir, 'config.yaml')
   const callfsConfig =

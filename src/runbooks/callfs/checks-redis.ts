@@ -239,7 +239,7 @@ export const redisOrphanedLocks: CheckSpec<CallfsContext> = {
     for (const k of orphans) owners[k.value ?? '(none)'] = (owners[k.value ?? '(none)'] ?? 0) + 1
     const idle = orphans.map((k) => k.idleSeconds).filter((x): x is number => x !== null)
     const parts = []
-    if (s.withoutExpiry.length) parts.push(`${s.withoutExpiry.length} lock key${s.withoutExpiry.length === 1 ? '' : 's'} under ${ctx.target.lock_prefix} have no expiry`)
+    if (s.withoutExpiry.length) parts.push(`${s.withoutExpiry.length} lock key${s.withoutExpiry.length === 1 ? '' : 's'} under ${ctx.target.lock_prefix} ${s.withoutExpiry.length === 1 ? 'has' : 'have'} no expiry`)
     if (s.expiryAbove.length) parts.push(`${s.expiryAbove.length} have an expiry above lock_timeout ${formatMs(ctx.target.lock_timeout)}`)
     return {
       status: 'fail',

@@ -151,14 +151,12 @@ describe('callfs.api.health', () => {
     const r = await check('callfs.api.health')
     expect(r.status).toBe('fail')
     expect(r.summary).toMatch(/^GET https:\/\/localhost:\d+\/health: /)
-    expect(r.summary).toContain('does not match the HTTP/1.1 protocol')
+    expect(r.summary).toContain('did not answer valid HTTP')
   })
 
-  // BUG (src/diagnostics/http.ts, not ours): undici 7's HTTPParserError carries no `code`
-  // (name 'HTTPParserError', code undefined), so requestError never reaches its HPE_ branch: the
-  // probe reports kind 'other', "connecting to … failed: Response does not match…", though the
-  // connection and the TLS handshake succeeded. Remove `.fails` once http.ts recognises the error.
-  it.fails('garbage bytes instead of HTTP: a protocol failure that asks whether this is the right port', async () => {
+  // undici 7's HTTPParserError carries no `code` of its own: the probe must still see it as a
+  // protocol failure (the connection and the TLS handshake succeeded).
+  it('garbage bytes instead of HTTP: a protocol failure that asks whether this is the right port', async () => {
     sim.setHealthFault('garbage')
     const r = await check('callfs.api.health')
     expect(r.status).toBe('fail')
