@@ -13,7 +13,7 @@ import {afterAll, beforeAll, describe, expect, it} from 'vitest'
 import {AuditLog} from '../../../src/engine/audit.js'
 import {remediate} from '../../../src/engine/remediate.js'
 import type {TargetRun} from '../../../src/engine/runner.js'
-import type {CheckReport} from '../../../src/engine/types.js'
+import type {CheckReport, Fix, FixResult} from '../../../src/engine/types.js'
 import {startCallfsWorld, type CallfsWorld} from '../../support/callfs-world.js'
 import {systemUser} from '../../support/ports.js'
 
@@ -42,6 +42,43 @@ while time.time() < end:
   let stderr = ''
   child.stderr.on('data', (d: Buffer) => (stderr += d.toString()))
   return {stderr: () => stderr, pause: () => child.kill('SIGSTOP'), resume: () => child.kill('SIGCONT'), stop: () => child.kill('SIGKILL')}
+}
+
+/** Owner and mode of a file: a decoy outside the data directory must keep root's. */
+async function ownerAndMode(path: string): Promise<{uid: number; gid: number; mode: number}> {
+  const st = await stat(path)
+  return {uid: st.uid, gid: st.gid, mode: st.mode & 0o7777}
+}
+
+/**
+ * Run a fix over and over for up to `ms` while a swapper races it, until the decoy changes or
+ * `enough()` is true; `setUp` runs before each round with the swapper paused. Returns the rounds.
+ */
+async function race(o: {
+  apply: NonNullable<Fix['apply']>
+  swap: ReturnType<typeof swapper>
+  decoy: string
+  ms: number
+  setUp?: () => Promise<void>
+  onResult?: (r: FixResult) => void
+  enough?: () => boolean
+}): Promise<number> {
+  const original = await ownerAndMode(o.decoy)
+  const started = Date.now()
+  let rounds = 0
+  while (Date.now() - started < o.ms) {
+    if (o.setUp) {
+      o.swap.pause() // names hold still while the round is set up
+      await o.setUp()
+      o.swap.resume()
+    }
+    // A round may fail on an entry that vanished mid-swap; only what happened outside matters.
+    const result = await o.apply(new AbortController().signal).catch((e: Error) => ({ok: false, detail: e.message}))
+    o.onResult?.(result)
+    rounds++
+    if (JSON.stringify(await ownerAndMode(o.decoy)) !== JSON.stringify(original) || o.enough?.()) break
+  }
+  return rounds
 }
 
 /** Whether this machine lets us mount a tmpfs (decided while the tests are collected). */
@@ -423,19 +460,11 @@ describe('callfs.data-dir.permissions', () => {
 
       const swap = swapper(dir, 'sub', 'sub.swap')
       try {
-        const started = Date.now()
-        let runs = 0
-        while (Date.now() - started < 1500) { // the path-based walk lost the race within 0.5 s
-          await apply(new AbortController().signal).catch(() => undefined) // a vanished entry may fail a run; only the decoy matters
-          runs++
-          const d = await stat(decoy)
-          if (d.uid !== 0 || (d.mode & 0o7777) !== 0o640) break
-        }
+        // The path-based walk lost this race within 0.5 s.
+        const rounds = await race({apply, swap, decoy, ms: 1500})
         expect(swap.stderr()).toBe('')
-        expect(swap.stderr()).toBe('')
-        expect(runs).toBeGreaterThan(5)
-        const d = await stat(decoy)
-        expect({uid: d.uid, gid: d.gid, mode: d.mode & 0o7777}).toEqual({uid: 0, gid: 0, mode: 0o640})
+        expect(rounds).toBeGreaterThan(5)
+        expect(await ownerAndMode(decoy)).toEqual({uid: 0, gid: 0, mode: 0o640})
       } finally {
         swap.stop()
       }
@@ -482,24 +511,24 @@ describe('callfs.data-dir.permissions', () => {
 
       const swap = swapper(parent, 'data', 'data.swap')
       try {
-        const started = Date.now()
-        let runs = 0
         let caught = 0 // rounds where the swap came between mkdir and chown, and the fix noticed
-        while (Date.now() - started < 2000) {
-          swap.pause() // names hold still while the next round is set up
-          execFileSync('rm', ['-rf', dir, `${dir}.swap`])
-          await symlink(decoy, `${dir}.swap`)
-          swap.resume()
-          const res = await apply(new AbortController().signal).catch((e: Error) => ({ok: false, detail: e.message}))
-          if (/replaced right after it was created/.test(res.detail)) caught++
-          runs++
-          const d = await stat(decoy)
-          if (d.uid !== 0 || (d.mode & 0o7777) !== 0o640 || caught >= 3) break
-        }
+        const rounds = await race({
+          apply,
+          swap,
+          decoy,
+          ms: 2000,
+          async setUp() {
+            execFileSync('rm', ['-rf', dir, `${dir}.swap`])
+            await symlink(decoy, `${dir}.swap`)
+          },
+          onResult: (res) => {
+            if (/replaced right after it was created/.test(res.detail)) caught++
+          },
+          enough: () => caught >= 3,
+        })
         expect(swap.stderr()).toBe('')
-        expect(caught, `${runs} rounds`).toBeGreaterThan(0) // the race was really run, and lost by the attacker
-        const d = await stat(decoy)
-        expect({uid: d.uid, gid: d.gid, mode: d.mode & 0o7777}).toEqual({uid: 0, gid: 0, mode: 0o640})
+        expect(caught, `${rounds} rounds`).toBeGreaterThan(0) // the race was really run, and lost by the attacker
+        expect(await ownerAndMode(decoy)).toEqual({uid: 0, gid: 0, mode: 0o640})
       } finally {
         swap.stop()
       }
