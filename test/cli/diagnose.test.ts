@@ -171,7 +171,7 @@ describe.concurrent('diagnose callfs --json, with one orphaned lock, no terminal
     expectOthersOk(doc, ['callfs.redis.orphaned-locks'])
 
     const lock = checkOf(doc, 'callfs.redis.orphaned-locks')
-    expect(lock).toMatchObject({status: 'fail', severity: 'high', title: 'Orphaned CallFS locks in Redis', summary: '1 lock key under callfs:lock: have no expiry'})
+    expect(lock).toMatchObject({status: 'fail', severity: 'high', title: 'Orphaned CallFS locks in Redis', summary: expect.stringMatching(/^1 lock key under callfs:lock: ha(s|ve) no expiry$/) as unknown as string})
     expect(lock.evidence).toMatchObject({keys: [LOCK], count: 1, owners: {[OWNER]: 1}, scanned: 1, live: 0})
     expect(lock.remediation).toEqual({
       id: 'callfs.redis.release-orphaned-locks',
