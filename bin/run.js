@@ -7,6 +7,24 @@ if (args.length === 1 && (args[0] === '--version' || args[0] === '-v')) {
   const {version} = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8'))
   process.stdout.write(`opsctl/${version} ${process.platform}-${process.arch} node-${process.version}\n`)
 } else {
-  const {execute} = await import('@oclif/core')
-  await execute({dir: import.meta.url})
+  const {run, flush, handle} = await import('@oclif/core')
+  try {
+    await run(args, import.meta.url)
+    await flush()
+  } catch (error) {
+    if (/^command .+ not found$/.test(error?.message ?? '')) {
+      // A mistyped command is a usage error (exit 64), said in one line. oclif names it with its
+      // arguments joined; name only the words that make the command (topic and command).
+      const {readFileSync} = await import('node:fs')
+      const {oclif} = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8'))
+      const words = args.filter((a) => !a.startsWith('-'))
+      const what =
+        words.length === 0
+          ? `unknown option "${args[0]}"`
+          : `unknown command "${words[0] in (oclif.topics ?? {}) ? words.slice(0, 2).join(' ') : words[0]}"`
+      process.stderr.write(`opsctl: ${what}; see \`opsctl --help\`\n`)
+      process.exit(64)
+    }
+    await handle(error)
+  }
 }

@@ -11,7 +11,10 @@ export const durationFlag = Flags.custom<number>({
   helpValue: 'DURATION',
   async parse(input, _ctx, opts) {
     const ms = parseDuration(input)
-    if (ms === null || ms <= 0) throw new Error(`--${opts.name}: "${input}" is not a duration (use 250ms, 5s, 2m, 1h)`)
+    if (ms === null) {
+      const zero = /^\s*0+(\.0+)?\s*(ms|s|m|h|d)?\s*$/.test(input)
+      throw new Error(zero ? `--${opts.name} must be greater than zero` : `--${opts.name}: "${input}" is not a duration (use 250ms, 5s, 2m, 1h)`)
+    }
     return ms
   },
 })
@@ -38,6 +41,17 @@ export function painter(color: boolean): ChalkInstance {
   return new Chalk({level: color ? 1 : 0})
 }
 
+/** oclif's parse errors, without its "Parsing --flag" prefix and "See more help" tail (we add our own). */
+export function usageMessage(message: string): string {
+  return message
+    .replace(/^Parsing --[\w-]+\s+/, '')
+    .replace(/\s*See more help with --help\s*$/, '')
+    .split('\n')
+    .map((l) => l.trim())
+    .filter(Boolean)
+    .join(' ')
+}
+
 /**
  * The one place errors become what a user sees: a line saying what is wrong and what to do,
  * and the exit code of SPEC.md. A stack trace only with --verbose.
@@ -62,7 +76,7 @@ export abstract class OpsctlCommand extends Command {
       this.printErr(`See \`opsctl ${this.id?.replaceAll(':', ' ') ?? ''} --help\`.`)
       exit = EXIT.usage
     } else if (error.oclif?.exit === EXIT.usage) {
-      this.printErr(`opsctl: ${error.message.split('\n').join(' ')}`)
+      this.printErr(`opsctl: ${usageMessage(error.message)}`)
       this.printErr(`See \`opsctl ${this.id?.replaceAll(':', ' ') ?? ''} --help\`.`)
       exit = EXIT.usage
     } else {

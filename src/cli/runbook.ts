@@ -18,7 +18,7 @@ export interface CheckListing {
 
 export function fixKind(remediations: RemediationSpec[] | undefined): string {
   if (!remediations || remediations.length === 0) return '-'
-  return remediations.map((r) => (r.automated ? `A:${r.risk ?? 'safe'}` : 'M')).join(' / ')
+  return [...new Set(remediations.map((r) => (r.automated ? `A:${r.risk ?? 'safe'}` : 'M')))].join(' / ')
 }
 
 function listing(runbook: Runbook<unknown, unknown>, spec: CheckSpec<unknown>): CheckListing {

@@ -5,10 +5,7 @@ import {diagnoseCommand} from '../cli/diagnose.js'
 
 export default class Diagnose extends OpsctlCommand {
   static override summary = 'Walk each system\'s troubleshooting flowchart, report, then offer the fixes'
-  static override description = `Runs every check of the chosen systems (all when none is named), concurrently where the
-flowchart allows, and reports each finding with its evidence. Then, for each automated fix,
-shows the exact plan and asks before applying it (default No; a destructive plan is confirmed
-by typing the name of what it destroys). Every decision goes to the audit log.
+  static override description = `Runs every check of the chosen systems (all when none is named), concurrently where the flowchart allows, and reports each finding with its evidence. Then, for each automated fix, shows the exact plan and asks before applying it (default No; a destructive plan is confirmed by typing the name of what it destroys). Every decision goes to the audit log.
 
 Without a terminal, or with --json, nothing is asked and nothing is applied unless --yes.
 
@@ -35,7 +32,7 @@ Exit codes: 0 ok, 1 warn, 2 fail, 3 unknown, 64 usage error, 78 configuration er
     concurrency: Flags.integer({description: 'targets diagnosed at once', default: 16, min: 1, max: 256}),
     deadline: durationFlag({description: 'deadline of the whole run [default: max(60s, 12 × --timeout)]'}),
     target: Flags.string({description: 'only these targets (by name)', multiple: true}),
-    'prompt-timeout': durationFlag({description: 'an unanswered question counts as No after this', default: 120_000}),
+    'prompt-timeout': durationFlag({description: 'an unanswered question counts as No after this', default: 120_000, defaultHelp: async () => '2m'}),
   }
 
   async run(): Promise<void> {

@@ -48,6 +48,7 @@ function expectFixKind(id: string, fix: string): void {
     expect(fix, id).toBe(want)
     return
   }
+  expect(new Set(fix.split(' / ')).size, `${id}: each kind once`).toBe(fix.split(' / ').length)
   const [first, ...rest] = fix.split(' / ')
   expect(first, id).toBe(want.split(' / ')[0])
   expect(rest.every((k) => k === 'M'), `${id}: ${fix}`).toBe(true)

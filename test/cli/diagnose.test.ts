@@ -323,18 +323,22 @@ describe.concurrent('exit codes', () => {
   }
 
   it('64 for a bad flag, an unknown system, a system without a runbook, a bad --timeout, or two fix modes', async () => {
-    const [flag, system, hookshot, timeout, modes] = await Promise.all([
+    const [flag, system, hookshot, timeout, zero, modes, command] = await Promise.all([
       cli(['diagnose', 'callfs', '--bogus'], {env}),
       cli(['diagnose', 'nosuch'], {env}),
       cli(['diagnose', 'hookshot'], {env}),
       cli(['diagnose', 'callfs', '--timeout', 'banana'], {env}),
+      cli(['diagnose', 'callfs', '--timeout', '0s'], {env}),
       cli(['diagnose', 'callfs', '--yes', '--dry-run'], {env}),
+      cli(['diagnoze', 'callfs'], {env}),
     ])
-    expectUsage(flag, /^opsctl: Nonexistent flag: --bogus/)
+    expectUsage(flag, /^opsctl: Nonexistent flag: --bogus$/)
     expectUsage(system, /^opsctl: unknown system "nosuch" \(systems: hookshot, hotswap, callfs, toombos\)$/)
     expectUsage(hookshot, /^opsctl: hookshot: no runbook in this version yet \(available: callfs\)$/)
-    expectUsage(timeout, /--timeout: "banana" is not a duration \(use 250ms, 5s, 2m, 1h\)/)
+    expectUsage(timeout, /^opsctl: --timeout: "banana" is not a duration \(use 250ms, 5s, 2m, 1h\)$/)
+    expectUsage(zero, /^opsctl: --timeout must be greater than zero$/)
     expectUsage(modes, /^opsctl: --yes and --dry-run cannot be used together$/)
+    expect(command).toMatchObject({code: 64, stdout: '', stderr: 'opsctl: unknown command "diagnoze"; see `opsctl --help`\n'})
   })
 
   describe('78 for a broken configuration: one line per problem, file:line:col, no stack trace', () => {
