@@ -7,6 +7,8 @@ if (args.length === 1 && (args[0] === '--version' || args[0] === '-v')) {
   const {version} = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8'))
   process.stdout.write(`opsctl/${version} ${process.platform}-${process.arch} node-${process.version}\n`)
 } else {
+  // npm enforces engines.node at install; oclif's own check re-reads it with semver on every start.
+  process.env.OCLIF_DISABLE_ENGINE_WARNING ??= '1'
   const {run, flush, handle} = await import('@oclif/core')
   try {
     await run(args, import.meta.url)

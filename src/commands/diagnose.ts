@@ -12,10 +12,10 @@ Without a terminal, or with --json, nothing is asked and nothing is applied unle
 Exit codes: 0 ok, 1 warn, 2 fail, 3 unknown, 64 usage error, 78 configuration error.`
 
   static override examples = [
-    '<%= config.bin %> diagnose callfs',
-    '<%= config.bin %> diagnose callfs --dry-run',
-    '<%= config.bin %> diagnose --json --no-fix > report.json',
-    '<%= config.bin %> diagnose callfs --yes --timeout 2s',
+    'opsctl diagnose callfs',
+    'opsctl diagnose callfs --dry-run',
+    'opsctl diagnose --json --no-fix > report.json',
+    'opsctl diagnose callfs --yes --timeout 2s',
   ]
 
   static override strict = false

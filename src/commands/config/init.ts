@@ -6,7 +6,7 @@ import {writeStarterConfig} from '../../config/starter.js'
 export default class ConfigInit extends OpsctlCommand {
   static override summary = 'Write a commented starter configuration file'
   static override description = 'Every key with its default and a comment. Refuses to overwrite an existing file without --force.'
-  static override examples = ['<%= config.bin %> config init', '<%= config.bin %> config init /etc/opsctl/config.yaml --force']
+  static override examples = ['opsctl config init', 'opsctl config init /etc/opsctl/config.yaml --force']
   static override args = {file: Args.string({description: 'where to write it', default: 'opsctl.yaml'})}
   static override flags = {force: Flags.boolean({description: 'overwrite an existing file'})}
 

@@ -4,7 +4,7 @@ import {effectiveConfigJson, effectiveConfigYaml} from '../../config/show.js'
 
 export default class ConfigShow extends OpsctlCommand {
   static override summary = 'Show the effective configuration (defaults merged; secrets masked)'
-  static override examples = ['<%= config.bin %> config show', '<%= config.bin %> config show --json']
+  static override examples = ['opsctl config show', 'opsctl config show --json']
   static override flags = {config: commonFlags.config, json: commonFlags.json}
 
   async run(): Promise<void> {

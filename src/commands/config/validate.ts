@@ -3,7 +3,7 @@ import {loadConfig} from '../../config/load.js'
 
 export default class ConfigValidate extends OpsctlCommand {
   static override summary = 'Validate the configuration file (exit 78 when it is invalid)'
-  static override examples = ['<%= config.bin %> config validate', '<%= config.bin %> config validate --config ./opsctl.yaml']
+  static override examples = ['opsctl config validate', 'opsctl config validate --config ./opsctl.yaml']
   static override flags = {config: commonFlags.config, json: commonFlags.json}
 
   async run(): Promise<void> {

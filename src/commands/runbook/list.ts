@@ -5,7 +5,7 @@ import {formatCheckTable, listChecks} from '../../cli/runbook.js'
 
 export default class RunbookList extends OpsctlCommand {
   static override summary = 'List every check: id, title, system, severity and kind of fix'
-  static override examples = ['<%= config.bin %> runbook list', '<%= config.bin %> runbook list --json']
+  static override examples = ['opsctl runbook list', 'opsctl runbook list --json']
   static override flags = {
     json: Flags.boolean({description: 'print {"checks": [...]} on stdout'}),
     'no-color': Flags.boolean({description: 'plain output (NO_COLOR is honoured too)'}),

@@ -7,7 +7,7 @@ import {loadRunbook} from '../../runbooks/index.js'
 
 export default class RunbookShow extends OpsctlCommand {
   static override summary = 'Draw a system\'s flowchart as a tree, the way its guide draws it'
-  static override examples = ['<%= config.bin %> runbook show callfs']
+  static override examples = ['opsctl runbook show callfs']
   static override args = {
     system: Args.string({description: 'hookshot, hotswap, callfs or toombos', required: true}),
   }
