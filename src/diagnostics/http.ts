@@ -7,7 +7,7 @@ import type {Socket} from 'node:net'
 import type {Readable} from 'node:stream'
 
 import {Reachability} from './reach.js'
-import {abortedError, connectTimeoutMessage, errorMessageOf, formatMs, socketError, startDeadline} from './tcp.js'
+import {abortedError, connectTimeoutMessage, errorMessageOf, formatMs, reachable, socketError, startDeadline} from './tcp.js'
 import {readCaFile, secureContextFor, tlsError, tlsStallMessage} from './tls.js'
 import {probeFail, probeOk} from './types.js'
 import type {ProbeError, ProbeOptions, ProbeResult} from './types.js'
@@ -102,6 +102,9 @@ export async function httpRequest(req: HttpRequest, opts: ProbeOptions): Promise
   const known = opts.reach?.known(first.key)
   if (known) return probeFail(known, startedAt)
   if (opts.signal?.aborted) return probeFail(abortedError(`the request to ${first.key}`), startedAt)
+  // Only an endpoint that accepts connections is worth loading undici for.
+  const unreachable = await reachable(first.host, first.port, opts)
+  if (unreachable) return probeFail(unreachable, startedAt)
 
   const insecure = req.tls?.insecure === true
   let caPem: string | null = null

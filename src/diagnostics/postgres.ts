@@ -5,7 +5,7 @@ import {isIP} from 'node:net'
 import type {Client, ClientConfig} from 'pg'
 import {maskUrlPasswords} from '../config/mask.js'
 import {Reachability} from './reach.js'
-import {abortedError, errorMessageOf, formatMs, socketError, startDeadline} from './tcp.js'
+import {abortedError, errorMessageOf, formatMs, reachable, socketError, startDeadline} from './tcp.js'
 import {probeFail, probeOk, type ProbeError, type ProbeOptions, type ProbeResult} from './types.js'
 
 export interface PgTarget {
@@ -157,6 +157,9 @@ export async function withPostgres<T>(target: PgTarget, opts: ProbeOptions, fn: 
   const known = opts.reach?.known(key)
   if (known) return probeFail(known, startedAt)
   if (opts.signal?.aborted) return probeFail(abortedError(`the PostgreSQL probe of ${where}`), startedAt)
+  // Only an endpoint that accepts connections is worth loading pg for (unix sockets: always).
+  const unreachable = ep.host.startsWith('/') ? null : await reachable(ep.host, ep.port, opts)
+  if (unreachable) return probeFail(unreachable, startedAt)
 
   const password = target.password ?? ep.password
   const scrub = (text: string): string => (password && password.length >= 3 ? text.split(password).join('****') : text)

@@ -11,6 +11,7 @@ const ENDPOINT_KINDS = new Set<ProbeError['kind']>(['refused', 'timeout', 'unrea
  */
 export class Reachability {
   private readonly failures = new Map<string, ProbeError>()
+  private readonly contacts = new Map<string, Promise<ProbeError | null>>()
 
   static key(host: string, port: number | string): string {
     const h = host.includes(':') && !host.startsWith('[') ? `[${host}]` : host
@@ -22,6 +23,16 @@ export class Reachability {
     const first = this.failures.get(endpoint)
     if (!first) return undefined
     return {...first, message: `${first.message} (earlier in this run; not retried)`}
+  }
+
+  /** The first contact with an endpoint, made once per run and shared by every probe of it. */
+  firstContact(endpoint: string, connect: () => Promise<ProbeError | null>): Promise<ProbeError | null> {
+    const earlier = this.contacts.get(endpoint)
+    // Whoever made the contact hears what happened; everyone after hears it was earlier.
+    if (earlier) return earlier.then((error) => (error ? (this.known(endpoint) ?? error) : null))
+    const contact = connect()
+    this.contacts.set(endpoint, contact)
+    return contact
   }
 
   record(endpoint: string, error: ProbeError): void {

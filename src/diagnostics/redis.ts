@@ -6,7 +6,7 @@ import type {Redis} from 'ioredis'
 import {maskUrlPasswords} from '../config/mask.js'
 import {settleWithin} from './postgres.js'
 import {Reachability} from './reach.js'
-import {abortedError, errorMessageOf, formatMs, socketError} from './tcp.js'
+import {abortedError, errorMessageOf, formatMs, reachable, socketError} from './tcp.js'
 import {probeFail, probeOk, type ProbeError, type ProbeOptions, type ProbeResult} from './types.js'
 
 export interface RedisTarget {
@@ -107,6 +107,9 @@ export async function withRedis<T>(target: RedisTarget, opts: ProbeOptions, fn: 
   const known = opts.reach?.known(key)
   if (known) return probeFail(known, startedAt)
   if (opts.signal?.aborted) return probeFail(abortedError(`the Redis probe of ${where}`), startedAt)
+  // Only an endpoint that accepts connections is worth loading ioredis for (unix sockets: always).
+  const unreachable = endpoint.host.startsWith('/') ? null : await reachable(endpoint.host, endpoint.port, opts)
+  if (unreachable) return probeFail(unreachable, startedAt)
 
   const password = target.password ?? endpoint.password
   const scrub = (text: string): string => (password && password.length >= 3 ? text.split(password).join('****') : text)

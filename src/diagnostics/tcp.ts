@@ -233,6 +233,21 @@ export async function tcpConnect(hostOrBracketed: string, port: number, opts: Pr
   })
 }
 
+/**
+ * Before a probe loads its client library (undici, pg, ioredis: a tenth of a second each), make
+ * sure the endpoint accepts connections at all: a plain TCP connect, once per endpoint per run
+ * (opts.reach), closed without a byte sent — PostgreSQL does not even log that. A refused or
+ * black-holed endpoint then costs one connect attempt and no library load.
+ */
+export async function reachable(host: string, port: number, opts: ProbeOptions): Promise<ProbeError | null> {
+  if (!opts.reach) return null
+  const key = Reachability.key(stripBrackets(host), port)
+  return opts.reach.firstContact(key, async () => {
+    const r = await tcpConnect(host, port, opts)
+    return r.ok ? null : r.error
+  })
+}
+
 /** Resolves a name to every address it has, within the deadline. */
 async function resolveAll(host: string, opts: ProbeOptions): Promise<{ok: true; addresses: Array<{address: string; family: 4 | 6}>} | {ok: false; error: ProbeError}> {
   const deadline = startDeadline(opts)

@@ -3,7 +3,7 @@ import os from 'node:os'
 import {afterAll, beforeAll, describe, expect, it} from 'vitest'
 
 import {Reachability} from '../../src/diagnostics/reach.js'
-import {formatMs, isLocalHost, isLoopbackHost, tcpConnect, tcpConnectEach} from '../../src/diagnostics/tcp.js'
+import {formatMs, isLocalHost, isLoopbackHost, reachable, tcpConnect, tcpConnectEach} from '../../src/diagnostics/tcp.js'
 import {LoopbackServers} from './fixtures/servers.js'
 
 const servers = new LoopbackServers()
@@ -88,6 +88,31 @@ describe('tcpConnect', () => {
   it('an invalid port is an error value, not a throw', async () => {
     const r = await tcpConnect('127.0.0.1', 70000, {timeoutMs: 300})
     expect(r.ok).toBe(false)
+  })
+})
+
+describe('reachable (the first contact before a client library is loaded)', () => {
+  it('connects once per endpoint per run, however many probes ask', async () => {
+    let accepted = 0
+    const port = await servers.serve(net.createServer((sock) => (accepted++, sock.destroy())), '127.0.0.1')
+    const reach = new Reachability()
+    const answers = await Promise.all([1, 2, 3].map(() => reachable('127.0.0.1', port, {timeoutMs: 300, reach})))
+    expect(answers).toEqual([null, null, null])
+    await new Promise((r) => setTimeout(r, 50))
+    expect(accepted).toBe(1)
+  })
+
+  it('a refused endpoint: the first asker hears why, the rest that it was earlier in the run', async () => {
+    const port = await servers.closedPort()
+    const reach = new Reachability()
+    const first = await reachable('127.0.0.1', port, {timeoutMs: 300, reach})
+    const second = await reachable('127.0.0.1', port, {timeoutMs: 300, reach})
+    expect(first).toMatchObject({kind: 'refused', message: expect.not.stringContaining('earlier in this run')})
+    expect(second).toMatchObject({kind: 'refused', message: expect.stringMatching(/\(earlier in this run; not retried\)$/)})
+  })
+
+  it('without a run to remember it in, it does not probe at all', async () => {
+    expect(await reachable('127.0.0.1', await servers.closedPort(), {timeoutMs: 300})).toBeNull()
   })
 })
 
