@@ -136,8 +136,10 @@ export async function diagnoseCommand(args: string[], flags: DiagnoseFlags, io: 
     report = buildRunReport('diagnose', runs.map((r) => r.report), startedAt, io.version)
     if (flags.json) io.out(renderJson(report, flags.verbose))
     else if (decided > 0) {
-      io.out(`\n${statusMark(report.status, c)} ${report.status} after remediation · ${formatMs(report.durationMs)} · exit ${exitCodeFor(report.status)}\n`)
-      if (mode.kind === 'refuse') io.out(c.dim('Nothing was changed. Re-run on a terminal to be asked, or with --yes to apply.\n'))
+      const applied = runs.some((r) => r.report.checks.some((k) => k.outcome?.decision === 'applied'))
+      if (applied) io.out(`\n${statusMark(report.status, c)} ${report.status} after remediation · ${formatMs(report.durationMs)} · exit ${exitCodeFor(report.status)}\n`)
+      else if (mode.kind === 'refuse') io.out(c.dim('\nNothing was changed. Re-run on a terminal to be asked, or with --yes to apply.\n'))
+      else io.out(c.dim('\nNothing was changed.\n'))
     }
     return exitCodeFor(report.status)
   } finally {

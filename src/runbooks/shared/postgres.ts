@@ -321,10 +321,10 @@ export async function longQueriesFinding(run: PgRun, i: LongQueriesInput): Promi
       },
     }
   }
-  // Guard, in the one statement that acts: the same backend (pid and start time), still over
-  // the threshold, and still one this session may signal — never an error half-way.
+  // Guard, in the one statement that acts: the same backend (pid and start time) of the
+  // service's own role (which this session may always signal), still over the threshold.
   const guardSql =
-    `SELECT a.pid, CASE WHEN ${CAN_SIGNAL} THEN pg_terminate_backend(a.pid) ELSE false END AS terminated FROM pg_stat_activity a ` +
+    `SELECT a.pid, pg_terminate_backend(a.pid) AS terminated FROM pg_stat_activity a ` +
     `JOIN unnest($1::int[], $2::timestamptz[]) AS t(pid, backend_start) ON a.pid = t.pid AND a.backend_start = t.backend_start ` +
     `WHERE a.datname = $3 AND a.usename = $5 AND ((a.state = 'active' AND a.query_start < now() - $4::interval) ` +
     `OR (a.state LIKE 'idle in transaction%' AND a.state_change < now() - $4::interval) OR (a.xact_start < now() - $4::interval))`
