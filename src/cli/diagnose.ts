@@ -122,13 +122,19 @@ export async function diagnoseCommand(args: string[], flags: DiagnoseFlags, io: 
     })
     const audit = new AuditLog(auditLogPath(io.env), io.version)
     let decided = 0
+    let headed = false
+    const heading = () => {
+      if (!flags.json && mode.kind !== 'interactive' && !headed) io.out(c.bold('Remediation') + '\n')
+      headed = true
+    }
     await remediate(runs, mode, audit, timeoutMs, {
       onApplying(item) {
+        heading()
         if (!flags.json) io.out(c.dim(`  applying ${item.fix.id} …\n`))
       },
       onOutcome(item, outcome) {
         decided++
-        if (!flags.json && mode.kind !== 'interactive' && decided === 1) io.out(c.bold('Remediation') + '\n')
+        heading()
         if (!flags.json) io.out(`  ${item.check.id}: ${formatOutcome(outcome, c)}\n`)
       },
     })
