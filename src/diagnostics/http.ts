@@ -121,6 +121,7 @@ export async function httpRequest(req: HttpRequest, opts: ProbeOptions): Promise
   // of a short time-out, and the endpoint must not be blamed for it.
   const {Agent, buildConnector} = await import('undici')
   const deadline = startDeadline(opts)
+  const requestStartedAt = Date.now()
 
   // Set by the connector for the hop in flight, so a time-out can say which phase it hit.
   let progress: Progress = {tcpConnected: false, secure: false, headers: false, status: 0, bytes: 0}
@@ -242,7 +243,7 @@ export async function httpRequest(req: HttpRequest, opts: ProbeOptions): Promise
           url: url.href,
           redirects,
           contentType: mediaType(resHeaders['content-type']),
-          durationMs: Date.now() - startedAt,
+          durationMs: Date.now() - requestStartedAt, // the exchange itself, not loading undici
         },
         startedAt,
       )
