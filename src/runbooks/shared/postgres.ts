@@ -51,7 +51,7 @@ export async function reachableFinding(run: PgRun, t: PgTargetInfo): Promise<Fin
       plan.push(`start PostgreSQL on ${info.host}:${info.port}, or correct the DSN`)
       break
     case 'auth':
-      plan.push(`check the password for ${info.user} (the variable named by postgres_password_env, or PGPASSWORD) and pg_hba.conf`)
+      plan.push(`check that role ${info.user} exists and may log in, its password (the variable named by postgres_password_env, or PGPASSWORD), and pg_hba.conf`)
       break
     case 'capacity':
       plan.push('free connection slots: see the connection check below, or raise max_connections', 'lower the pool size of the clients (e.g. metadata_store.max_open_conns)')

@@ -198,7 +198,7 @@ describe('callfs.db.reachable', () => {
     expect(bad.status).toBe('fail')
     expect(bad.evidence).toMatchObject({error: 'auth', code: '28P01'})
     expect(bad.summary).toMatch(/password authentication failed for user "callfs"/)
-    expect(bad.remediation?.plan[0]).toMatch(/check the password for callfs/)
+    expect(bad.remediation?.plan[0]).toMatch(/check that role callfs exists and may log in, its password/)
     expect(JSON.stringify(bad)).not.toContain(wrong)
     expect(JSON.stringify(bad)).not.toContain(PG_PASSWORD)
 
