@@ -10,12 +10,14 @@
 import {spawn} from 'node:child_process'
 import {randomBytes} from 'node:crypto'
 import {setMaxListeners} from 'node:events'
-import {mkdir, mkdtemp, rm, writeFile} from 'node:fs/promises'
+import {mkdir, mkdtemp, readFile, rm, writeFile} from 'node:fs/promises'
 import {join, resolve} from 'node:path'
 
 import {parseConfigText} from '../../src/config/load.js'
 import type {CallfsTarget} from '../../src/config/types.js'
+import {AuditLog} from '../../src/engine/audit.js'
 import type {RunSettings} from '../../src/engine/context.js'
+import {remediate} from '../../src/engine/remediate.js'
 import {runSingleCheck, walkTarget, type TargetRun} from '../../src/engine/runner.js'
 import type {CheckReport, Fix} from '../../src/engine/types.js'
 import {issueCert, makeCertDir, type PemPair} from '../../src/lab/certs.js'
@@ -54,6 +56,30 @@ export interface WorldOptions {
   callfsConfig?: string | null
 }
 
+/** One line of the audit log, as a test reads it. */
+export interface AuditLine {
+  time: string
+  user: string
+  host: string
+  opsctlVersion: string
+  system: string
+  target: string
+  check: string
+  remediation: string
+  plan: string[]
+  decision: string
+  result: {ok: boolean; detail: string} | null
+  verified: boolean
+}
+
+export async function readAudit(path: string): Promise<AuditLine[]> {
+  const text = await readFile(path, 'utf8').catch(() => '')
+  return text
+    .split('\n')
+    .filter(Boolean)
+    .map((l) => JSON.parse(l) as AuditLine)
+}
+
 export interface CallfsWorld {
   dir: string
   pg: TestPostgres | null
@@ -69,6 +95,8 @@ export interface CallfsWorld {
   settings(over?: Partial<RunSettings>): RunSettings
   check(id: string, overrides?: Record<string, unknown>, settings?: Partial<RunSettings>): Promise<CheckReport & {fix?: Fix}>
   walk(overrides?: Record<string, unknown>, settings?: Partial<RunSettings>): Promise<TargetRun>
+  /** Apply every automated fix of `run` as `--yes` does, into a fresh audit log; its lines. */
+  applyYes(run: TargetRun, timeoutMs?: number): Promise<AuditLine[]>
   /** Write an opsctl.yaml for CLI runs; returns its path. */
   writeOpsctlConfig(overrides?: Record<string, unknown>): Promise<string>
   stop(): Promise<void>
@@ -182,6 +210,11 @@ export async function startCallfsWorld(o: WorldOptions = {}): Promise<CallfsWorl
       return fix ? {...report, fix} : report
     },
     walk: (overrides = {}, settings = {}) => walkTarget(callfsRunbook, world.target(overrides), world.settings(settings)),
+    async applyYes(run, timeoutMs = 2000) {
+      const path = join(dir, `audit-${randomBytes(4).toString('hex')}.jsonl`)
+      await remediate([run], {kind: 'yes'}, new AuditLog(path, '0.1.0'), timeoutMs)
+      return readAudit(path)
+    },
     async writeOpsctlConfig(overrides = {}) {
       const path = join(dir, `opsctl-${randomBytes(4).toString('hex')}.yaml`)
       await writeFile(path, JSON.stringify({version: 1, timeout: '2s', systems: {callfs: world.config(overrides)}}, null, 2))

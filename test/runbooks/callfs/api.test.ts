@@ -2,16 +2,15 @@
 // /health can go wrong on the wire), callfs.auth.required, callfs.auth.key and
 // callfs.files.roundtrip.
 
-import {spawn, type ChildProcess} from 'node:child_process'
+import type {ChildProcess} from 'node:child_process'
 import {randomBytes} from 'node:crypto'
-import {copyFile, mkdtemp, readFile} from 'node:fs/promises'
-import {join} from 'node:path'
 import {afterAll, afterEach, beforeAll, describe, expect, it} from 'vitest'
 
 import {startCallfsSim, type CallfsRequestLog, type CallfsSim} from '../../../src/lab/callfs.js'
 import {callfsRunbook} from '../../../src/runbooks/callfs/index.js'
 import {freePort} from '../../support/ports.js'
 import {API_KEY, startCallfsWorld, type CallfsWorld} from '../../support/callfs-world.js'
+import {startNamedProcess} from '../../support/processes.js'
 
 // A unit name of this file alone: other test files run at the same time and may start (or
 // look for) processes named after their own CallFS unit. At most 15 characters (comm).
@@ -36,22 +35,11 @@ afterAll(async () => {
   await w?.stop()
 })
 
-/** A real process whose executable is named `name` (a copy of sleep), with the given environment. */
-async function startNamedProcess(name: string, env: Record<string, string>): Promise<number> {
-  const dir = await mkdtemp(join(w.dir, 'bin-'))
-  const bin = join(dir, name)
-  await copyFile('/bin/sleep', bin)
-  const child = spawn(bin, ['300'], {stdio: 'ignore', env: {PATH: '/usr/bin:/bin', ...env}})
+/** A real process named `name` with the given environment; its pid. */
+async function startNamed(name: string, env: Record<string, string>): Promise<number> {
+  const child = await startNamedProcess(name, {dir: w.dir, env})
   children.push(child)
-  const pid = child.pid as number
-  // Wait until the kernel shows the new name (the exec happened) and the environment is readable.
-  const until = Date.now() + 3000
-  while (Date.now() < until) {
-    const comm = await readFile(`/proc/${pid}/comm`, 'utf8').catch(() => '')
-    if (comm.trim() === name.slice(0, 15)) return pid
-    await new Promise((r) => setTimeout(r, 10))
-  }
-  throw new Error(`process ${name} did not start`)
+  return child.pid as number
 }
 
 /** A check of this file's world, with this file's unit name. */
@@ -263,7 +251,7 @@ describe('callfs.auth.key', () => {
     // CallFS (a real process named after the unit) was started with other keys in its environment;
     // the server answers with those, not with the file's.
     const envKey = `env-override-key-${randomBytes(8).toString('hex')}`
-    const pid = await startNamedProcess(UNIT, {CALLFS_AUTH__API_KEYS: envKey})
+    const pid = await startNamed(UNIT, {CALLFS_AUTH__API_KEYS: envKey})
     const served = await startCallfsSim({apiKeys: [envKey], tls: {cert: w.cert.cert, key: w.cert.key}, metricsPort: null})
     stops.push(() => served.stop())
     try {

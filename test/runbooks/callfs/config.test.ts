@@ -1,14 +1,15 @@
 // CallFS's own config.yaml: callfs.config.invalid and callfs.config.default-secrets, on real
 // files, and — for secrets overridden in the environment — a real process named after the unit.
 
-import {spawn, type ChildProcess} from 'node:child_process'
+import type {ChildProcess} from 'node:child_process'
 import {randomBytes} from 'node:crypto'
-import {access, copyFile, mkdtemp, readFile, writeFile} from 'node:fs/promises'
+import {access, writeFile} from 'node:fs/promises'
 import {join} from 'node:path'
 import {afterAll, beforeAll, describe, expect, it} from 'vitest'
 
 import {DEFAULTS} from '../../../src/config/defaults.js'
 import {startCallfsWorld, validCallfsConfig, type CallfsWorld} from '../../support/callfs-world.js'
+import {startNamedProcess} from '../../support/processes.js'
 
 // This file's own unit name (at most 15 characters): other files run concurrently and may start
 // or look for processes named after theirs.
@@ -63,20 +64,11 @@ async function stop(c: ChildProcess): Promise<void> {
   await gone
 }
 
-/** A real process whose executable is named `name` (a copy of sleep), started with `env`. */
-async function startNamedProcess(name: string, env: Record<string, string>): Promise<ChildProcess> {
-  const dir = await mkdtemp(join(w.dir, 'bin-'))
-  const bin = join(dir, name)
-  await copyFile('/bin/sleep', bin)
-  const child = spawn(bin, ['300'], {stdio: 'ignore', env: {PATH: '/usr/bin:/bin', ...env}})
+/** A real process named `name`, started with `env`. */
+async function startNamed(name: string, env: Record<string, string>): Promise<ChildProcess> {
+  const child = await startNamedProcess(name, {dir: w.dir, env})
   children.push(child)
-  const until = Date.now() + 3000
-  while (Date.now() < until) {
-    const comm = await readFile(`/proc/${child.pid}/comm`, 'utf8').catch(() => '')
-    if (comm.trim() === name) return child
-    await new Promise((r) => setTimeout(r, 10))
-  }
-  throw new Error(`process ${name} did not start`)
+  return child
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -206,7 +198,7 @@ describe('callfs.config.default-secrets', () => {
     const file = await configFile(withSecrets(['  internal_proxy_secret: "change-me-internal-proxy-secret"'], []))
     const proxy = randomBytes(16).toString('hex')
     const link = randomBytes(16).toString('hex')
-    const child = await startNamedProcess(UNIT, {CALLFS_AUTH__INTERNAL_PROXY_SECRET: proxy, CALLFS_AUTH__SINGLE_USE_LINK_SECRET: link})
+    const child = await startNamed(UNIT, {CALLFS_AUTH__INTERNAL_PROXY_SECRET: proxy, CALLFS_AUTH__SINGLE_USE_LINK_SECRET: link})
     try {
       const r = await check('callfs.config.default-secrets', {config_file: file})
       expect(r.status).toBe('ok')
@@ -222,7 +214,7 @@ describe('callfs.config.default-secrets', () => {
   it('an environment override that is itself change-me, or only one of the two, still fails', async () => {
     const text = withSecrets(['  internal_proxy_secret: "change-me-internal-proxy-secret"'], [])
     const file = await configFile(text)
-    const child = await startNamedProcess(UNIT, {CALLFS_AUTH__INTERNAL_PROXY_SECRET: 'change-me-too'})
+    const child = await startNamed(UNIT, {CALLFS_AUTH__INTERNAL_PROXY_SECRET: 'change-me-too'})
     try {
       const r = await check('callfs.config.default-secrets', {config_file: file})
       expect(r.status).toBe('fail')

@@ -4,15 +4,12 @@
 // audited, with their guards proven against backends that changed between diagnosis and fix.
 
 import {execFile} from 'node:child_process'
-import {readFile} from 'node:fs/promises'
-import {join, resolve} from 'node:path'
+import {resolve} from 'node:path'
 import {promisify} from 'node:util'
 
 import pg from 'pg'
 import {afterAll, afterEach, beforeAll, describe, expect, it} from 'vitest'
 
-import {AuditLog} from '../../../src/engine/audit.js'
-import {remediate} from '../../../src/engine/remediate.js'
 import type {TargetRun} from '../../../src/engine/runner.js'
 import type {CheckReport} from '../../../src/engine/types.js'
 import {maskQueryLiterals} from '../../../src/runbooks/shared/postgres.js'
@@ -119,28 +116,7 @@ async function oneCheck(id: string, overrides: Record<string, unknown> = {}, set
   }
 }
 
-interface AuditLine {
-  system: string
-  target: string
-  check: string
-  remediation: string
-  plan: string[]
-  decision: string
-  result: {ok: boolean; detail: string} | null
-  verified: boolean
-}
 
-/** Apply every automated fix of `run` as `--yes` does; returns the audit lines written. */
-async function applyYes(run: TargetRun): Promise<AuditLine[]> {
-  const path = join(w.dir, `audit-${Math.random().toString(36).slice(2)}.jsonl`)
-  await remediate([run], {kind: 'yes'}, new AuditLog(path, '0.1.0'), 2000)
-  const text = await readFile(path, 'utf8').catch(() => '')
-  return text
-    .trim()
-    .split('\n')
-    .filter(Boolean)
-    .map((l) => JSON.parse(l) as AuditLine)
-}
 
 const pgPort = () => (w.pg as TestPostgres).port
 const superuser = (sql: string, params: unknown[] = []) => (w.pg as TestPostgres).query(sql, params, 'callfs')
@@ -297,7 +273,7 @@ describe('callfs.db.connections', () => {
     expect(param?.[1]?.split(',').map(Number).sort((a, b) => a - b)).toEqual(pids)
     expect(run.fixes.get('callfs.db.connections')?.confirmText).toBe('callfs')
 
-    const audit = await applyYes(run)
+    const audit = await w.applyYes(run)
     expect(await alive(pids)).toEqual([])
     expect(await alive([dba.pid])).toEqual([dba.pid])
     expect(run.check.outcome).toMatchObject({decision: 'applied', ok: true, verified: true})
@@ -323,7 +299,7 @@ describe('callfs.db.connections', () => {
     const activeNow = await superuser('SELECT pid, state FROM pg_stat_activity WHERE pid = ANY($1::int[]) ORDER BY pid', [[busy.pid, inTx.pid]])
     expect(activeNow.map((r) => r.state).sort()).toEqual(['active', 'idle in transaction'])
 
-    const audit = await applyYes(run)
+    const audit = await w.applyYes(run)
     expect(await alive(rest.map((h) => h.pid))).toEqual([])
     expect(await alive([busy.pid, inTx.pid])).toEqual([busy.pid, inTx.pid].sort((a, b) => a - b))
     expect(run.check.outcome?.detail).toMatch(/^terminated 6 idle connections; 2 left alone \(busy again or gone\); re-check: ok$/)
@@ -464,7 +440,7 @@ describe('callfs.db.long-queries', () => {
     expect(backends[0]).toMatchObject({state: 'active', query: "SELECT pg_sleep(?), '?' AS token, $?$ AS other"})
     expect(JSON.stringify(run.check)).not.toContain(secret)
 
-    const audit = await applyYes(run)
+    const audit = await w.applyYes(run)
     expect(await running).toBe('57P01') // admin_shutdown: the backend was terminated
     expect(await alive([q.pid])).toEqual([])
     expect(run.check.outcome).toMatchObject({decision: 'applied', ok: true, verified: true, detail: 'terminated 1 backend; re-check: ok'})
@@ -483,7 +459,7 @@ describe('callfs.db.long-queries', () => {
     expect(run.check.status).toBe('warn')
     await tx.client.query('COMMIT')
 
-    await applyYes(run)
+    await w.applyYes(run)
     expect(await alive([tx.pid])).toEqual([tx.pid])
     expect(run.check.outcome?.detail).toBe('terminated 0 backends; 1 left alone (finished or no longer over the threshold); re-check: ok')
     expect(run.check.outcome?.verified).toBe(true)
@@ -504,7 +480,7 @@ describe('callfs.db.long-queries', () => {
     expect(run.check.evidence.hiddenSessions).toBe(1)
     expect(run.check.summary).toMatch(/; 1 session of other roles not visible to callfs \(grant it pg_read_all_stats to see them\)$/)
 
-    await applyYes(run)
+    await w.applyYes(run)
     expect(await alive([mine.pid, dba.pid])).toEqual([dba.pid])
     expect(run.check.outcome).toMatchObject({ok: true, verified: true})
   })
@@ -529,7 +505,7 @@ describe('callfs.db.long-queries', () => {
       expect(plan.filter((l) => l.startsWith('terminate pid '))).toEqual([expect.stringMatching(new RegExp(`^terminate pid ${mine.pid} \\(callfs, idle in transaction, `))])
       expect(plan.at(-1)).toMatch(new RegExp(`-- \\$1=\\[${mine.pid}\\] \\$3=callfs \\$4=300 milliseconds \\$5=callfs$`))
 
-      await applyYes(run)
+      await w.applyYes(run)
       expect(await alive([mine.pid, dba.pid])).toEqual([dba.pid])
       expect(run.check.outcome?.ok).toBe(true)
       expect(run.check.outcome?.detail).toMatch(/^terminated 1 backend; re-check: warn /)
@@ -556,7 +532,7 @@ describe('callfs.db.long-queries', () => {
       const plan = run.check.remediation?.plan ?? []
       expect(plan).toContainEqual(expect.stringMatching(new RegExp(`^leave pid ${dump.pid} \\(backup, idle in transaction, .*\\): not callfs's own session`)))
       expect(plan.filter((l) => l.startsWith('terminate pid '))).toEqual([expect.stringMatching(new RegExp(`^terminate pid ${mine.pid} `))])
-      await applyYes(run)
+      await w.applyYes(run)
       expect(await alive([mine.pid, dump.pid])).toEqual([dump.pid])
     } finally {
       await superuser('REVOKE pg_signal_backend, pg_read_all_stats FROM callfs')

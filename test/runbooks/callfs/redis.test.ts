@@ -6,16 +6,13 @@
 
 import {execFile} from 'node:child_process'
 import {randomBytes} from 'node:crypto'
-import {readFile} from 'node:fs/promises'
-import {join, resolve} from 'node:path'
+import {resolve} from 'node:path'
 import {promisify} from 'node:util'
 
 import type {Redis} from 'ioredis'
 import {Agent, request} from 'undici'
 import {afterAll, afterEach, beforeAll, describe, expect, it} from 'vitest'
 
-import {AuditLog} from '../../../src/engine/audit.js'
-import {remediate} from '../../../src/engine/remediate.js'
 import type {TargetRun} from '../../../src/engine/runner.js'
 import type {CheckReport} from '../../../src/engine/types.js'
 import {API_KEY, startCallfsWorld, type CallfsWorld} from '../../support/callfs-world.js'
@@ -79,27 +76,7 @@ async function plantCallfsData(n: number): Promise<void> {
   await p.exec()
 }
 
-interface AuditLine {
-  system: string
-  check: string
-  remediation: string
-  plan: string[]
-  decision: string
-  result: {ok: boolean; detail: string} | null
-  verified: boolean
-}
 
-/** Apply the automated fixes of `run` as `--yes` does; returns the audit lines written. */
-async function applyYes(run: TargetRun): Promise<AuditLine[]> {
-  const path = join(w.dir, `audit-${randomBytes(4).toString('hex')}.jsonl`)
-  await remediate([run], {kind: 'yes'}, new AuditLog(path, '0.1.0'), 2000)
-  const text = await readFile(path, 'utf8').catch(() => '')
-  return text
-    .trim()
-    .split('\n')
-    .filter(Boolean)
-    .map((l) => JSON.parse(l) as AuditLine)
-}
 
 /** The real walk of the whole flowchart, with only `id`'s fix left to apply. */
 async function walkFor(id: string, overrides: Record<string, unknown> = {}): Promise<TargetRun & {check: CheckReport}> {
@@ -383,7 +360,7 @@ describe('callfs.redis.orphaned-locks', () => {
     const run = await walkFor('callfs.redis.orphaned-locks')
     expect(run.check.status).toBe('fail')
     expect(run.check.evidence.count).toBe(13)
-    const audit = await applyYes(run)
+    const audit = await w.applyYes(run)
 
     const after = await keyspace(r)
     const released = [...orphans, 'callfs:lock:file:/stuck.txt']
@@ -412,7 +389,7 @@ describe('callfs.redis.orphaned-locks', () => {
       'leave callfs:lock:file:/a-hash: not a string value, so no guard can prove it unchanged — inspect it, then DEL it by hand',
       'leave callfs:lock:file:/long-value.txt: its value is longer than opsctl compares, so no guard can prove it unchanged — inspect it, then DEL it by hand',
     ])
-    await applyYes(run)
+    await w.applyYes(run)
     expect(await r.exists('callfs:lock:file:/plain.txt')).toBe(0)
     expect(await r.hget('callfs:lock:file:/a-hash', 'owner')).toBe(a)
     expect(await r.get('callfs:lock:file:/long-value.txt')).toBe(long)
@@ -447,7 +424,7 @@ describe('callfs.redis.orphaned-locks', () => {
     // … and the other got an expiry from its owner.
     await r.pexpire('callfs:lock:file:/renewed.txt', 20_000)
 
-    await applyYes(run)
+    await w.applyYes(run)
     expect(await r.get('callfs:lock:file:/reacquired.txt')).toBe(fresh)
     expect(await r.ttl('callfs:lock:file:/reacquired.txt')).toBeGreaterThan(25)
     expect(await r.get('callfs:lock:file:/renewed.txt')).toBe(a)
@@ -481,7 +458,7 @@ describe('callfs.redis.orphaned-locks', () => {
         fixes: new Map(fix ? [[check.id, fix]] : []),
         recheck: async (id) => w.check(id, over, settings),
       }
-      const audit = await applyYes(run)
+      const audit = await w.applyYes(run)
       expect(await r.get('callfs:lock:file:/ro/orphan.txt')).toBe(a)
       expect(check.outcome).toMatchObject({decision: 'applied', ok: false, verified: false})
       expect(check.outcome?.detail).toMatch(/denied a command to this user \(NOPERM.*\) — grant it in the ACL; re-check: fail/)
@@ -509,7 +486,7 @@ describe('callfs.redis.orphaned-locks', () => {
       const run = await walkFor('callfs.redis.orphaned-locks')
       expect(run.check.status).toBe('fail')
       expect(run.check.evidence).toMatchObject({keys: ['callfs:lock:file:/docs/report.txt'], owners: {[crashed]: 1}})
-      await applyYes(run)
+      await w.applyYes(run)
       expect(run.check.outcome).toMatchObject({ok: true, verified: true})
 
       expect((await put()).status).toBe(201)

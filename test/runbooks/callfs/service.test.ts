@@ -15,6 +15,7 @@ import {pendingFixes, remediate} from '../../../src/engine/remediate.js'
 import type {TargetRun} from '../../../src/engine/runner.js'
 import {startCallfsWorld, type CallfsWorld} from '../../support/callfs-world.js'
 import {freePort} from '../../support/ports.js'
+import {exited, isRunning, startNamedProcess, waitUntil} from '../../support/processes.js'
 
 const FAKEBIN = fileURLToPath(new URL('../../support/fakebin', import.meta.url))
 // This file's own unit name (at most 15 characters, the kernel's comm): other test files run at
@@ -44,7 +45,7 @@ afterEach(async () => {
   delete process.env.OPSCTL_FAKE_SYSTEMD_DIR
   // Killed and reaped: an unreaped child would linger as a zombie that still bears the unit's name.
   await Promise.all(children.splice(0).map(async (c) => {
-    if (alive(c)) {
+    if (isRunning(c)) {
       c.kill('SIGKILL')
       await exited(c)
     }
@@ -92,12 +93,6 @@ async function walkFor(id: string, overrides: Record<string, unknown> = {}, sett
   return run
 }
 
-async function applyYes(run: TargetRun): Promise<{audit: Array<Record<string, unknown>>}> {
-  const path = join(w.dir, `audit-${randomBytes(4).toString('hex')}.jsonl`)
-  await remediate([run], {kind: 'yes'}, new AuditLog(path, '0.1.0'), 2000)
-  const lines = (await readFile(path, 'utf8')).split('\n').filter(Boolean)
-  return {audit: lines.map((l) => JSON.parse(l) as Record<string, unknown>)}
-}
 
 function report(run: TargetRun, id: string) {
   const r = run.report.checks.find((c) => c.id === id)
@@ -105,25 +100,10 @@ function report(run: TargetRun, id: string) {
   return r
 }
 
-async function waitFor(cond: () => Promise<boolean> | boolean, ms = 3000): Promise<void> {
-  const until = Date.now() + ms
-  while (Date.now() < until) {
-    if (await cond()) return
-    await new Promise((r) => setTimeout(r, 10))
-  }
-  throw new Error('condition not met in time')
-}
-
-const alive = (c: ChildProcess) => c.exitCode === null && c.signalCode === null
-
 /** A real process whose executable is named `name` (a copy of sleep). */
 async function startNamedSleeper(name: string): Promise<ChildProcess> {
-  const dir = await mkdtemp(join(w.dir, 'bin-'))
-  const bin = join(dir, name)
-  await copyFile('/bin/sleep', bin)
-  const child = spawn(bin, ['300'], {stdio: 'ignore'})
+  const child = await startNamedProcess(name, {dir: w.dir})
   children.push(child)
-  await waitFor(async () => (await readFile(`/proc/${child.pid}/comm`, 'utf8').catch(() => '')).trim() === name)
   return child
 }
 
@@ -144,11 +124,6 @@ async function startListener(port: number, exe = process.execPath): Promise<{chi
     child.once('exit', (code) => reject(new Error(`listener exited ${code}`)))
   })
   return {child, port: got}
-}
-
-async function exited(c: ChildProcess): Promise<void> {
-  if (!alive(c)) return
-  await new Promise((r) => c.once('exit', r))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -191,7 +166,7 @@ describe('callfs.process.down with systemd', () => {
     expect(report(run, 'callfs.api.health').status).toBe('fail')
     expect(pendingFixes([run]).map((p) => p.fix.id)).toEqual(['callfs.process.restart'])
 
-    const {audit} = await applyYes(run)
+    const audit = await w.applyYes(run)
     const r = report(run, 'callfs.process.down')
     expect(r.outcome).toEqual({decision: 'applied', ok: true, verified: true, detail: `restarted ${UNIT}; active (pid 5151); re-check: ok`})
     expect(await calls()).toContain(`systemctl restart ${UNIT}`)
@@ -213,7 +188,7 @@ describe('callfs.process.down with systemd', () => {
     await systemd({active: 'failed'})
     const run = await walkFor('callfs.process.down')
     await systemd({active: 'active', pid: 777})
-    const {audit} = await applyYes(run)
+    const audit = await w.applyYes(run)
     expect(report(run, 'callfs.process.down').outcome).toEqual({
       decision: 'applied',
       ok: true,
@@ -229,7 +204,7 @@ describe('callfs.process.down with systemd', () => {
     await systemd({active: 'failed'})
     await writeFile(join(state, `${UNIT}.service.start-fails`), '3\n')
     const run = await walkFor('callfs.process.down')
-    const {audit} = await applyYes(run)
+    const audit = await w.applyYes(run)
     const outcome = report(run, 'callfs.process.down').outcome
     expect(outcome).toMatchObject({decision: 'applied', ok: false, verified: false})
     expect(outcome?.detail).toContain(`systemctl restart ${UNIT} exited 1: Job for ${UNIT}.service failed because the control process exited with error code.`)
@@ -262,7 +237,7 @@ describe('callfs.process.down: a restart that hangs', () => {
       expect(outcome).toMatchObject({decision: 'applied', ok: false, verified: false})
       expect(outcome?.detail).toMatch(/^did not finish within 1\.2s; stopped/)
       // Killed with its process group when the deadline passed (not 10 s later by its own time-out).
-      await waitFor(async () => (await findProcesses({cmdlineIncludes: `sleep ${marker}`})).length === 0, 1000)
+      await waitUntil(async () => (await findProcesses({cmdlineIncludes: `sleep ${marker}`})).length === 0, 1000)
     } finally {
       process.env.PATH = path
       for (const p of await findProcesses({cmdlineIncludes: `sleep ${marker}`})) process.kill(p.pid, 'SIGKILL')
@@ -293,7 +268,7 @@ describe('callfs.process.down without systemd', () => {
     try {
       let zombie = 0
       // findProcesses no longer lists zombies: find the child through the parent's task list.
-      await waitFor(async () => {
+      await waitUntil(async () => {
         const kids = await readFile(`/proc/${parent.pid}/task/${parent.pid}/children`, 'utf8').catch(() => '')
         for (const pid of kids.trim().split(/\s+/).filter(Boolean).map(Number)) {
           const stat = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => '')
@@ -308,7 +283,7 @@ describe('callfs.process.down without systemd', () => {
       // Let the shell reap it and leave: no zombie named after the unit outlives this test.
       parent.stdin?.end()
       await exited(parent)
-      await waitFor(async () => (await findProcesses({comm: UNIT})).length === 0)
+      await waitUntil(async () => (await findProcesses({comm: UNIT})).length === 0)
     }
   })
 
@@ -368,7 +343,7 @@ describe('callfs.port.conflict', () => {
     expect(r.evidence).toMatchObject({port, listeners: [{address: '127.0.0.1', pid: child.pid, command: 'node', cmdline: expect.stringContaining(`${process.execPath} -e`)}]})
     expect(r.remediation).toMatchObject({id: 'callfs.port.stop-process', automated: true, risk: 'destructive', commands: [`sudo kill ${child.pid}`, `sudo kill -9 ${child.pid}   # only if it ignores SIGTERM`]})
     expect(r.fix?.confirmText).toBe('node')
-    expect(alive(child)).toBe(true)
+    expect(isRunning(child)).toBe(true)
   })
 
   it('the stop fix: the foreign process is gone, the re-check passes, the decision is audited', async () => {
@@ -376,9 +351,9 @@ describe('callfs.port.conflict', () => {
     const run = await walkFor('callfs.port.conflict', {url: `https://localhost:${port}`})
     expect(report(run, 'callfs.api.health').status).toBe('fail')
     expect(report(run, 'callfs.port.conflict').status).toBe('fail')
-    const {audit} = await applyYes(run)
+    const audit = await w.applyYes(run)
     await exited(child)
-    expect(alive(child)).toBe(false)
+    expect(isRunning(child)).toBe(false)
     expect(child.exitCode).toBe(0) // it took the SIGTERM
     expect(report(run, 'callfs.port.conflict').outcome).toEqual({
       decision: 'applied',
@@ -405,13 +380,13 @@ describe('callfs.port.conflict', () => {
     first.child.kill('SIGKILL')
     await exited(first.child)
     const second = await startListener(port)
-    const {audit} = await applyYes(run)
+    const audit = await w.applyYes(run)
     const outcome = report(run, 'callfs.port.conflict').outcome
     expect(outcome).toMatchObject({decision: 'applied', ok: true, verified: false})
     expect(outcome?.detail).toBe(
       `node (pid ${first.child.pid}) no longer holds :${port}; left alone; re-check: fail (port ${port} is held by node (pid ${second.child.pid}), not CallFS)`,
     )
-    expect(alive(second.child)).toBe(true)
+    expect(isRunning(second.child)).toBe(true)
     expect(audit[0]).toMatchObject({remediation: 'callfs.port.stop-process', decision: 'applied', verified: false})
   })
 })
