@@ -7,13 +7,14 @@ import {AuditLog, auditLogPath} from '../engine/audit.js'
 import type {RunSettings} from '../engine/context.js'
 import {runDiagnosis, selectTargets} from '../engine/diagnose.js'
 import {remediate, type RemediationMode} from '../engine/remediate.js'
-import {formatMs} from '../engine/runner.js'
+
 import {exitCodeFor} from '../engine/status.js'
 import {SYSTEMS, type RunReport, type SystemName} from '../engine/types.js'
 import {formatOutcome, formatReport, statusMark} from '../report/human.js'
 import {buildRunReport, renderJson} from '../report/json.js'
 import {AVAILABLE_SYSTEMS, hasRunbook} from '../runbooks/index.js'
 import {UsageError} from './errors.js'
+import {formatMs} from '../util/time.js'
 
 export interface DiagnoseFlags {
   config?: string

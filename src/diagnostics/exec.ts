@@ -4,6 +4,7 @@ import {stat} from 'node:fs/promises'
 import type {Readable} from 'node:stream'
 
 import {probeFail, probeOk, type ProbeOptions, type ProbeResult} from './types.js'
+import {formatMs} from '../util/time.js'
 
 export interface CommandResult {
   /** The command line as run, for evidence (no secrets are ever passed on argv). */
@@ -37,13 +38,6 @@ export function shellQuote(arg: string): string {
 
 export function formatCommand(file: string, args: readonly string[]): string {
   return [file, ...args].map(shellQuote).join(' ')
-}
-
-/** 300 → "300ms", 5000 → "5s", 1500 → "1.5s". */
-export function formatDuration(ms: number): string {
-  if (ms < 1000) return `${Math.round(ms)}ms`
-  const s = ms / 1000
-  return `${Number.isInteger(s) ? s : s.toFixed(1)}s`
 }
 
 /** Collects a stream up to a byte cap and keeps draining past it, so the child never blocks on a full pipe. */
@@ -151,7 +145,7 @@ export async function runCommand(
   try {
     const result = await subprocess
     if (ended === 'timeout') {
-      return probeFail({kind: 'timeout', message: `\`${command}\` did not finish within ${formatDuration(opts.timeoutMs)}; killed`}, startedAt)
+      return probeFail({kind: 'timeout', message: `\`${command}\` did not finish within ${formatMs(opts.timeoutMs)}; killed`}, startedAt)
     }
     if (ended === 'aborted') {
       return probeFail({kind: 'aborted', message: `\`${command}\` was cancelled; killed`}, startedAt)

@@ -7,10 +7,11 @@ import type {Socket} from 'node:net'
 import type {Readable} from 'node:stream'
 
 import {Reachability} from './reach.js'
-import {abortedError, connectTimeoutMessage, errorMessageOf, formatMs, reachable, socketError, startDeadline} from './tcp.js'
+import {abortedError, connectTimeoutMessage, errorMessageOf, reachable, socketError, startDeadline} from './tcp.js'
 import {readCaFile, secureContextFor, tlsError, tlsStallMessage} from './tls.js'
 import {probeFail, probeOk} from './types.js'
 import type {ProbeError, ProbeOptions, ProbeResult} from './types.js'
+import {formatMs} from '../util/time.js'
 
 export interface HttpTls {
   insecure?: boolean

@@ -6,10 +6,11 @@
 import {execFile} from 'node:child_process'
 import {readFile, readdir, readlink} from 'node:fs/promises'
 
-import {abortedError, errorMessageOf, formatMs, startDeadline} from './tcp.js'
+import {abortedError, errorMessageOf, startDeadline} from './tcp.js'
 import type {Deadline} from './tcp.js'
 import {probeFail, probeOk} from './types.js'
 import type {ProbeOptions, ProbeResult} from './types.js'
+import {formatMs} from '../util/time.js'
 
 export interface Listener {
   address: string

@@ -5,8 +5,9 @@ import {isIP} from 'node:net'
 import type {Client, ClientConfig} from 'pg'
 import {maskUrlPasswords} from '../config/mask.js'
 import {Reachability} from './reach.js'
-import {abortedError, errorMessageOf, formatMs, reachable, socketError, startDeadline} from './tcp.js'
+import {abortedError, errorMessageOf, reachable, socketError, startDeadline} from './tcp.js'
 import {probeFail, probeOk, type ProbeError, type ProbeOptions, type ProbeResult} from './types.js'
+import {formatMs} from '../util/time.js'
 
 export interface PgTarget {
   dsn: string

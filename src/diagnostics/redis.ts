@@ -6,8 +6,9 @@ import type {Redis} from 'ioredis'
 import {maskUrlPasswords} from '../config/mask.js'
 import {settleWithin} from './postgres.js'
 import {Reachability} from './reach.js'
-import {abortedError, errorMessageOf, formatMs, reachable, socketError} from './tcp.js'
+import {abortedError, errorMessageOf, reachable, socketError} from './tcp.js'
 import {probeFail, probeOk, type ProbeError, type ProbeOptions, type ProbeResult} from './types.js'
+import {formatMs} from '../util/time.js'
 
 export interface RedisTarget {
   url: string

@@ -9,6 +9,7 @@ import os from 'node:os'
 import {Reachability} from './reach.js'
 import {probeFail, probeOk} from './types.js'
 import type {ProbeError, ProbeOptions, ProbeResult} from './types.js'
+import {formatMs} from '../util/time.js'
 
 export interface TcpConnectResult {
   host: string
@@ -19,13 +20,6 @@ export interface TcpConnectResult {
 
 // ---------------------------------------------------------------------------------------------
 // Shared helpers
-
-/** "5s", "1.5s", "300ms": how long a person waited, in the words they would use. */
-export function formatMs(ms: number): string {
-  if (ms < 1000) return `${Math.round(ms)}ms`
-  const s = ms / 1000
-  return Number.isInteger(s) ? `${s}s` : `${s.toFixed(1).replace(/\.0$/, '')}s`
-}
 
 function errnoOf(err: unknown): string | undefined {
   if (typeof err !== 'object' || err === null) return undefined

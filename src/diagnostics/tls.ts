@@ -9,9 +9,10 @@ import net from 'node:net'
 import tls from 'node:tls'
 
 import {Reachability} from './reach.js'
-import {abortedError, connectTimeoutMessage, errorMessageOf, formatMs, socketError, socketProbe, stripBrackets} from './tcp.js'
+import {abortedError, connectTimeoutMessage, errorMessageOf, socketError, socketProbe, stripBrackets} from './tcp.js'
 import {probeFail, probeOk} from './types.js'
 import type {ProbeError, ProbeOptions, ProbeResult} from './types.js'
+import {formatMs} from '../util/time.js'
 
 export interface CertInfo {
   subject: string

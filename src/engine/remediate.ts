@@ -1,7 +1,8 @@
 import type {AuditLog} from './audit.js'
 import {redact} from './redact.js'
-import {formatMs, type TargetRun} from './runner.js'
+import {type TargetRun} from './runner.js'
 import type {CheckReport, Decision, Fix, FixResult, Outcome} from './types.js'
+import {formatMs} from '../util/time.js'
 
 /** One automated remediation waiting for a decision. */
 export interface PendingFix {

@@ -14,6 +14,7 @@ import type {
   SystemName,
   SystemReport,
 } from './types.js'
+import {formatMs} from '../util/time.js'
 
 export interface WalkEvents {
   onCheckStart?(system: SystemName, target: string, checkId: string): void
@@ -72,12 +73,6 @@ async function settle<C>(spec: CheckSpec<C>, ctx: C, settings: RunSettings): Pro
     clearTimeout(timer)
     if (onAbort) settings.signal.removeEventListener('abort', onAbort)
   }
-}
-
-export function formatMs(ms: number): string {
-  if (ms < 1000) return `${ms}ms`
-  const s = ms / 1000
-  return Number.isInteger(s) ? `${s}s` : `${s.toFixed(1)}s`
 }
 
 function remediationReport<C>(runbook: Runbook<C, unknown>, spec: CheckSpec<C>, fix: Fix): RemediationReport {

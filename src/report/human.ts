@@ -1,8 +1,8 @@
 import type {ChalkInstance} from 'chalk'
 
-import {formatMs} from '../engine/runner.js'
 import {exitCodeFor} from '../engine/status.js'
 import type {CheckReport, Outcome, RemediationReport, RunReport, Status, SystemName, SystemReport} from '../engine/types.js'
+import {formatMs} from '../util/time.js'
 
 export const SYSTEM_TITLES: Record<SystemName, string> = {
   hookshot: 'Hookshot',

@@ -1,7 +1,8 @@
 import type {DiagnoseEvents, TargetRef} from '../engine/diagnose.js'
-import {formatMs} from '../engine/runner.js'
+
 import type {SystemReport} from '../engine/types.js'
 import {SYSTEM_TITLES} from './human.js'
+import {formatMs} from '../util/time.js'
 
 interface Tracker {
   started: number

@@ -1,8 +1,8 @@
 import type {ChalkInstance} from 'chalk'
 
-import {formatMs} from '../engine/runner.js'
 import type {Asker, PendingFix} from '../engine/remediate.js'
 import {formatPlan} from './human.js'
+import {formatMs} from '../util/time.js'
 
 /**
  * Asks on the terminal with @inquirer/prompts. The default answer is No; no answer within

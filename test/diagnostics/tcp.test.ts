@@ -3,7 +3,8 @@ import os from 'node:os'
 import {afterAll, beforeAll, describe, expect, it} from 'vitest'
 
 import {Reachability} from '../../src/diagnostics/reach.js'
-import {formatMs, isLocalHost, isLoopbackHost, reachable, tcpConnect, tcpConnectEach} from '../../src/diagnostics/tcp.js'
+import {isLocalHost, isLoopbackHost, reachable, tcpConnect, tcpConnectEach} from '../../src/diagnostics/tcp.js'
+import {formatMs} from '../../src/util/time.js'
 import {LoopbackServers} from './fixtures/servers.js'
 
 const servers = new LoopbackServers()

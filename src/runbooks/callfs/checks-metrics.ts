@@ -3,9 +3,10 @@ import {STATUS_CODES} from 'node:http'
 
 import {bucketDelta, histogramBuckets, type Bucket, histogramQuantile, parsePrometheusText, samplesNamed, sumCounter, type Scrape} from '../../diagnostics/prometheus.js'
 import type {ProbeResult} from '../../diagnostics/types.js'
-import {formatMs} from '../../engine/runner.js'
+
 import type {CheckSpec, Fix} from '../../engine/types.js'
 import type {CallfsContext} from './context.js'
+import {formatMs} from '../../util/time.js'
 
 const GUIDE = 'Monitoring and Alerting > Key Metrics to Monitor'
 const REQUESTS = 'callfs_http_requests_total'

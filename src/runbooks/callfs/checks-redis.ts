@@ -1,9 +1,10 @@
 import {shellQuote} from '../../diagnostics/exec.js'
 import {compareAndDelete, maskRedisUrl, redisInfo, scanByExpiry, type KeyInfo, type ScanClassification} from '../../diagnostics/redis.js'
 import type {ProbeResult} from '../../diagnostics/types.js'
-import {formatMs} from '../../engine/runner.js'
+
 import type {CheckSpec, Finding, Fix} from '../../engine/types.js'
 import type {CallfsContext} from './context.js'
+import {formatMs} from '../../util/time.js'
 
 const GUIDE = 'Redis/Distributed Locking Issues'
 

@@ -1,11 +1,12 @@
 import {bodyExcerpt, jsonBody} from '../../diagnostics/http.js'
 import {listenersOnPort, type Listener} from '../../diagnostics/ports.js'
 import {inspectCertFiles, tlsHandshake, type CertInfo, type TlsHandshake} from '../../diagnostics/tls.js'
-import {formatMs} from '../../engine/runner.js'
+
 import type {CheckSpec, Finding, Fix, Status} from '../../engine/types.js'
 import {portFinding, unitFinding} from '../shared/service.js'
 import {getPath, type CallfsContext} from './context.js'
 import {generateSelfSignedFix} from './tls-fix.js'
+import {formatMs} from '../../util/time.js'
 
 function port(u: URL): number {
   return u.port ? Number(u.port) : u.protocol === 'https:' ? 443 : 80

@@ -3,8 +3,9 @@
 
 import {dsnInfo, maskDsn, type SqlRunner} from '../../diagnostics/postgres.js'
 import type {ProbeResult} from '../../diagnostics/types.js'
-import {formatMs} from '../../engine/runner.js'
+
 import type {Finding, Fix} from '../../engine/types.js'
+import {formatMs} from '../../util/time.js'
 
 /** Runs `fn` in one session; a fix passes the signal of its apply() deadline. */
 export type PgRun = <T>(fn: (sql: SqlRunner) => Promise<T>, signal?: AbortSignal) => Promise<ProbeResult<T>>
