@@ -407,3 +407,39 @@ describe.concurrent('exit codes', () => {
     expect(verbose.stderr).toContain('diagnoseCommand')
   })
 })
+
+describe.concurrent('fleets: targets, --target and enabled: false', () => {
+  /** An opsctl.yaml whose callfs block holds `targets:`; the world's keys are shared by all. */
+  async function fleetConfig(targets: Array<Record<string, unknown>>): Promise<string> {
+    const {url, ...shared} = w.config({redis: redisIn(++redisDb)})
+    const path = join(w.dir, `fleet-${redisDb}.yaml`)
+    await writeFile(path, JSON.stringify({version: 1, systems: {callfs: {...shared, targets: targets.map((t) => ({url, ...t}))}}}))
+    return path
+  }
+
+  it('walks every enabled target, each reported under its own name', async () => {
+    const config = await fleetConfig([
+      {name: 'blue'},
+      {name: 'green', url: 'https://localhost:1'},
+      {name: 'retired', enabled: false},
+    ])
+    const r = await diagnose(config, ['--json', '--no-fix'])
+    const doc = JSON.parse(r.stdout) as {status: string; systems: Array<{system: string; target: string; status: string; checks: Array<{id: string; status: string}>}>}
+    expect(doc.systems.map((s) => [s.target, s.status])).toEqual([
+      ['blue', 'ok'],
+      ['green', 'fail'],
+    ])
+    expect(doc.systems[1]?.checks.find((c) => c.id === 'callfs.api.health')?.status).toBe('fail')
+    expect(doc.status).toBe('fail')
+    expect(r.code).toBe(2)
+  })
+
+  it('--target narrows the run to the named targets; an unknown name is a usage error', async () => {
+    const config = await fleetConfig([{name: 'blue'}, {name: 'green', url: 'https://localhost:1'}])
+    const [blue, nosuch] = await Promise.all([diagnose(config, ['--json', '--no-fix', '--target', 'blue']), diagnose(config, ['--target', 'purple'])])
+    expect((JSON.parse(blue.stdout) as {systems: Array<{target: string}>}).systems.map((s) => s.target)).toEqual(['blue'])
+    expect(blue.code).toBe(0)
+    expect(nosuch.code).toBe(64)
+    expect(nosuch.stderr).toMatch(/^opsctl: no enabled target named purple in callfs\n/)
+  })
+})
