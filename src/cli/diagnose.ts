@@ -36,7 +36,10 @@ export interface DiagnoseIo {
   color: ChalkInstance
   /** stdin and stdout are terminals. */
   interactive: boolean
+  /** Text for a person; redacted once more on the way out. */
   out(text: string): void
+  /** The JSON document, already redacted value by value: written as is. */
+  outJson(text: string): void
   env: NodeJS.ProcessEnv
 }
 
@@ -141,7 +144,7 @@ export async function diagnoseCommand(args: string[], flags: DiagnoseFlags, io: 
     })
 
     report = buildRunReport('diagnose', runs.map((r) => r.report), startedAt, io.version)
-    if (flags.json) io.out(renderJson(report, flags.verbose))
+    if (flags.json) io.outJson(renderJson(report, flags.verbose))
     else if (decided > 0) {
       const applied = runs.some((r) => r.report.checks.some((k) => k.outcome?.decision === 'applied'))
       if (applied) io.out(`\n${statusMark(report.status, c)} ${report.status} after remediation · ${formatMs(report.durationMs)} · exit ${exitCodeFor(report.status)}\n`)

@@ -42,6 +42,7 @@ Exit codes: 0 ok, 1 warn, 2 fail, 3 unknown, 64 usage error, 78 configuration er
       color: painter(wantsColor(flags['no-color'])),
       interactive: Boolean(process.stdin.isTTY && process.stdout.isTTY),
       out: (text) => this.printOut(text),
+      outJson: (text) => process.stdout.write(text),
       env: process.env,
     })
     // Exit explicitly: the report is out, and nothing left behind may keep opsctl alive.

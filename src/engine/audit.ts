@@ -2,7 +2,7 @@ import {appendFile, mkdir, open} from 'node:fs/promises'
 import {homedir, hostname, userInfo} from 'node:os'
 import {dirname, join} from 'node:path'
 
-import {redact} from './redact.js'
+import {redactValue} from './redact.js'
 import type {Decision, SystemName} from './types.js'
 
 export interface AuditEntry {
@@ -61,6 +61,6 @@ export class AuditLog {
       ...entry,
     }
     await mkdir(dirname(this.path), {recursive: true, mode: 0o700})
-    await appendFile(this.path, redact(JSON.stringify(record)) + '\n', {mode: 0o600})
+    await appendFile(this.path, JSON.stringify(redactValue(record)) + '\n', {mode: 0o600})
   }
 }

@@ -1,4 +1,4 @@
-import {redact} from '../engine/redact.js'
+import {redactValue} from '../engine/redact.js'
 import {systemStatus} from '../engine/runner.js'
 import {overall} from '../engine/status.js'
 import type {RunReport, SystemReport} from '../engine/types.js'
@@ -17,10 +17,10 @@ export function buildRunReport(command: string, systems: SystemReport[], started
   }
 }
 
-/** The JSON document for stdout: skipped checks only with --verbose; secrets masked. */
+/** The JSON document for stdout: skipped checks only with --verbose; secrets masked (structurally: the text must not be redacted again). */
 export function renderJson(report: RunReport, verbose: boolean): string {
   const view: RunReport = verbose
     ? report
     : {...report, systems: report.systems.map((s) => ({...s, checks: s.checks.filter((c) => c.status !== 'skipped')}))}
-  return redact(JSON.stringify(view, null, 2)) + '\n'
+  return JSON.stringify(redactValue(view), null, 2) + '\n'
 }
