@@ -1,5 +1,6 @@
-#!/usr/bin/env -S node --import tsx --disable-warning=ExperimentalWarning
+#!/usr/bin/env node
 // Runs the TypeScript sources directly (no build) for development.
-import {execute} from '@oclif/core'
-
+const {register} = await import('tsx/esm/api')
+register()
+const {execute} = await import('@oclif/core')
 await execute({development: true, dir: import.meta.url})

@@ -1,5 +1,6 @@
 // Configuration problems are values: each says where (file:line:col and the key path), what is
 // wrong and what to do. A ConfigError carries all problems found in one pass.
+import {maskUrlPasswords} from './mask.js'
 
 export interface ConfigProblem {
   /** Key path, e.g. "systems.callfs.targets[1].redis"; "" for the file as a whole. */
@@ -31,7 +32,9 @@ export function formatConfigError(e: ConfigError): string {
 function formatProblem(p: ConfigProblem, file: string | null): string {
   let where = file ?? ''
   if (where !== '' && p.line !== null) where += `:${p.line}:${p.col ?? 1}`
-  return [where, p.path, p.message].filter((part) => part !== '').join(': ')
+  // A key path or a message may quote a URL from the file (a YAML error inside one, an
+  // unparseable URL): whatever it quotes, its password is masked.
+  return maskUrlPasswords([where, p.path, p.message].filter((part) => part !== '').join(': '))
 }
 
 /** A ConfigError with one problem that has no place inside a file. */

@@ -2,9 +2,10 @@
 
 const MASK = '****'
 // scheme://user:PASSWORD@ — the password is what follows the first ":" of the userinfo, up to
-// the "@". People write "/" in passwords unencoded, so it may contain one; quotes and commas end
-// it so that masking inside JSON text never eats a delimiter.
-const URL_PASSWORD = /\b([a-z][a-z0-9+.-]*:\/\/[^\s:/?#@"',]*:)[^\s?#@"',]+@/gi
+// the LAST "@" of the token: people write "/", "#", "?", "," and "@" in passwords unencoded.
+// Whitespace and quotes end it, so masking inside JSON text never eats a delimiter. It may
+// over-mask an "@" later in a path (http://h:80/x?e=a@b); it never under-masks.
+const URL_PASSWORD = /\b([a-z][a-z0-9+.-]*:\/\/[^\s:/?#@"']*:)[^\s"']*@/gi
 // ...?password=PASSWORD (libpq and redis clients accept it as a query parameter)
 const QUERY_PASSWORD = /([?&](?:password|pass|pwd|passwd)=)[^&#\s"',]*/gi
 
