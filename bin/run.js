@@ -18,12 +18,17 @@ if (args.length === 1 && (args[0] === '--version' || args[0] === '-v')) {
       // A mistyped command is a usage error (exit 64), said in one line. oclif names it with its
       // arguments joined; name only the words that make the command (topic and command).
       const {readFileSync} = await import('node:fs')
-      const {oclif} = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8'))
+      const read = (file) => JSON.parse(readFileSync(new URL(file, import.meta.url), 'utf8'))
+      const {oclif} = read('../package.json')
+      const commands = new Set(Object.keys(read('../oclif.manifest.json').commands ?? {}))
       const words = args.filter((a) => !a.startsWith('-'))
+      const known = [2, 1].find((n) => words.length > n && commands.has(words.slice(0, n).join(':')))
       const what =
         words.length === 0
           ? `unknown option "${args[0]}"`
-          : `unknown command "${words[0] in (oclif.topics ?? {}) ? words.slice(0, 2).join(' ') : words[0]}"`
+          : known
+            ? `unexpected argument "${words[known]}" for "${words.slice(0, known).join(' ')}"`
+            : `unknown command "${words[0] in (oclif.topics ?? {}) ? words.slice(0, 2).join(' ') : words[0]}"`
       process.stderr.write(`opsctl: ${what}; see \`opsctl --help\`\n`)
       process.exit(64)
     }

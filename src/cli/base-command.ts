@@ -2,22 +2,28 @@ import {Command, Flags} from '@oclif/core'
 import {Chalk, type ChalkInstance} from 'chalk'
 
 import {ConfigError, formatConfigError} from '../config/errors.js'
-import {parseDuration} from '../config/duration.js'
+import {formatDuration, parseDuration} from '../config/duration.js'
 import {redact} from '../engine/redact.js'
 import {EXIT} from '../engine/status.js'
 import {UsageError} from './errors.js'
 
-export const durationFlag = Flags.custom<number>({
-  helpValue: 'DURATION',
-  async parse(input, _ctx, opts) {
-    const ms = parseDuration(input)
-    if (ms === null) {
-      const zero = /^\s*0+(\.0+)?\s*(ms|s|m|h|d)?\s*$/.test(input)
-      throw new Error(zero ? `--${opts.name} must be greater than zero` : `--${opts.name}: "${input}" is not a duration (use 250ms, 5s, 2m, 1h)`)
-    }
-    return ms
-  },
-})
+/** A duration flag (250ms, 5s, 2m) up to `maxMs`: every duration opsctl takes becomes a timer. */
+export function durationFlag(maxMs: number) {
+  return Flags.custom<number>({
+    helpValue: 'DURATION',
+    async parse(input, _ctx, opts) {
+      const ms = parseDuration(input)
+      if (ms === null) {
+        const zero = /^\s*0+(\.0+)?\s*(ms|s|m|h|d)?\s*$/.test(input)
+        throw new Error(zero ? `--${opts.name} must be greater than zero` : `--${opts.name}: "${input}" is not a duration (use 250ms, 5s, 2m, 1h)`)
+      }
+      if (ms > maxMs) throw new Error(`--${opts.name}: ${input} is far too long (at most ${formatDuration(maxMs)})`)
+      return ms
+    },
+  })
+}
+
+export const HOUR = 3_600_000
 
 /** Flags shared by every command that reads systems (SPEC.md "Common flags"). */
 export const commonFlags = {
@@ -26,13 +32,14 @@ export const commonFlags = {
     helpValue: 'FILE',
   }),
   json: Flags.boolean({description: 'print the JSON document on stdout and nothing else'}),
-  timeout: durationFlag({description: 'deadline of each probe [default: config timeout, 5s]'}),
+  timeout: durationFlag(HOUR)({description: 'deadline of each probe [default: config timeout, 5s]'}),
   verbose: Flags.boolean({description: 'list skipped checks and all evidence; stack traces for internal errors'}),
   'no-color': Flags.boolean({description: 'plain output (NO_COLOR is honoured too)'}),
 }
 
 export function wantsColor(noColorFlag: boolean, stream: NodeJS.WriteStream = process.stdout): boolean {
-  if (noColorFlag || 'NO_COLOR' in process.env) return false
+  // no-color.org: NO_COLOR counts when present and not empty.
+  if (noColorFlag || process.env.NO_COLOR) return false
   if (process.env.FORCE_COLOR && process.env.FORCE_COLOR !== '0') return true
   return Boolean(stream.isTTY) && process.env.TERM !== 'dumb'
 }
@@ -50,6 +57,11 @@ export function usageMessage(message: string): string {
     .map((l) => l.trim())
     .filter(Boolean)
     .join(' ')
+}
+
+/** oclif's parser throws some argument errors as plain CLIErrors ("Flag --x expects a value"). */
+function fromParser(error: Error): boolean {
+  return /[\\/]@oclif[\\/]core[\\/]lib[\\/]parser[\\/]/.test(error.stack ?? '')
 }
 
 /**
@@ -75,7 +87,7 @@ export abstract class OpsctlCommand extends Command {
       this.printErr(`opsctl: ${error.message}`)
       this.printErr(`See \`opsctl ${this.id?.replaceAll(':', ' ') ?? ''} --help\`.`)
       exit = EXIT.usage
-    } else if (error.oclif?.exit === EXIT.usage) {
+    } else if (error.oclif?.exit === EXIT.usage || fromParser(error)) {
       this.printErr(`opsctl: ${usageMessage(error.message)}`)
       this.printErr(`See \`opsctl ${this.id?.replaceAll(':', ' ') ?? ''} --help\`.`)
       exit = EXIT.usage

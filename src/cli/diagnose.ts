@@ -3,9 +3,10 @@ import {setMaxListeners} from 'node:events'
 import type {ChalkInstance} from 'chalk'
 
 import {loadConfig} from '../config/load.js'
+import type {OpsctlConfig} from '../config/types.js'
 import {AuditLog, auditLogPath} from '../engine/audit.js'
 import type {RunSettings} from '../engine/context.js'
-import {runDiagnosis, selectTargets} from '../engine/diagnose.js'
+import {runDiagnosis, selectTargets, type TargetRef} from '../engine/diagnose.js'
 import {remediate, type RemediationMode} from '../engine/remediate.js'
 
 import {exitCodeFor} from '../engine/status.js'
@@ -68,6 +69,20 @@ function remediationMode(flags: DiagnoseFlags, io: DiagnoseIo, ask: () => Promis
   return ask()
 }
 
+/**
+ * What was asked for must exist: a named target that matches nothing, or a system named on the
+ * command line but switched off, is a usage error — never a silent "ok, no checks".
+ */
+function checkSelection(config: OpsctlConfig, systems: SystemName[], named: boolean, targets: string[], refs: TargetRef[]): void {
+  if (named) {
+    const off = systems.filter((s) => !config.systems[s].enabled || config.systems[s].targets.every((t) => !t.enabled))
+    if (off.length) throw new UsageError(`${off.join(', ')} ${off.length === 1 ? 'is' : 'are'} switched off (enabled: false) in ${config.source ?? 'the configuration'}`)
+  }
+  const unmatched = targets.filter((name) => !refs.some((r) => r.target === name))
+  if (unmatched.length) throw new UsageError(`no enabled target named ${unmatched.join(', ')} in ${systems.join(', ')}`)
+  if (refs.length === 0) throw new UsageError(`nothing to diagnose: every target of ${systems.join(', ')} is switched off in ${config.source ?? 'the configuration'}`)
+}
+
 /** Default run deadline: room for a few rounds of probes, never unbounded. */
 export function defaultDeadline(timeoutMs: number): number {
   return Math.max(60_000, timeoutMs * 12)
@@ -83,9 +98,7 @@ export async function diagnoseCommand(args: string[], flags: DiagnoseFlags, io: 
   const systems = resolveSystems(args)
   const config = await loadConfig({configFlag: flags.config, env: io.env})
   const refs = selectTargets(config, systems, flags.target)
-  if (flags.target?.length && refs.length === 0) {
-    throw new UsageError(`no enabled target named ${flags.target.join(', ')} in ${systems.join(', ')}`)
-  }
+  checkSelection(config, systems, args.length > 0, flags.target ?? [], refs)
 
   const timeoutMs = flags.timeout ?? config.timeout
   const deadlineMs = flags.deadline ?? defaultDeadline(timeoutMs)
@@ -93,9 +106,14 @@ export async function diagnoseCommand(args: string[], flags: DiagnoseFlags, io: 
   // Every concurrent probe listens on the run's signal; that is by design, not a leak.
   setMaxListeners(0, controller.signal)
   const deadline = setTimeout(() => controller.abort(new Error(`the run deadline (${formatMs(deadlineMs)}, --deadline) passed`)), deadlineMs)
+  // Ctrl-C once: during the diagnosis the pending checks end unknown and the report is printed;
+  // during remediation the fix in progress is stopped and no further fix is started. Twice: exit.
+  const fixes = new AbortController()
+  let phase: 'diagnose' | 'fix' = 'diagnose'
   const onInterrupt = () => {
-    if (controller.signal.aborted) process.exit(130)
-    controller.abort(new Error('interrupted (Ctrl-C)'))
+    const current = phase === 'diagnose' ? controller : fixes
+    if (current.signal.aborted) process.exit(130)
+    current.abort(new Error('interrupted (Ctrl-C)'))
   }
   process.on('SIGINT', onInterrupt)
 
@@ -125,6 +143,7 @@ export async function diagnoseCommand(args: string[], flags: DiagnoseFlags, io: 
       return {kind: 'interactive', ask: terminalAsker(c, flags['prompt-timeout'], io.out)}
     })
     const audit = new AuditLog(auditLogPath(io.env), io.version)
+    phase = 'fix'
     let decided = 0
     let headed = false
     const heading = () => {
@@ -141,7 +160,7 @@ export async function diagnoseCommand(args: string[], flags: DiagnoseFlags, io: 
         heading()
         if (!flags.json) io.out(`  ${item.check.id}: ${formatOutcome(outcome, c)}\n`)
       },
-    })
+    }, fixes.signal)
 
     report = buildRunReport('diagnose', runs.map((r) => r.report), startedAt, io.version)
     if (flags.json) io.outJson(renderJson(report, flags.verbose))

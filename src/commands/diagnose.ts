@@ -1,6 +1,6 @@
 import {Args, Flags} from '@oclif/core'
 
-import {commonFlags, durationFlag, OpsctlCommand, painter, wantsColor} from '../cli/base-command.js'
+import {commonFlags, durationFlag, HOUR, OpsctlCommand, painter, wantsColor} from '../cli/base-command.js'
 import {diagnoseCommand} from '../cli/diagnose.js'
 
 export default class Diagnose extends OpsctlCommand {
@@ -30,9 +30,9 @@ Exit codes: 0 ok, 1 warn, 2 fail, 3 unknown, 64 usage error, 78 configuration er
     'no-fix': Flags.boolean({description: 'report only; offer no fixes'}),
     'write-probes': Flags.boolean({description: 'also run checks that write (e.g. a canary file round trip)'}),
     concurrency: Flags.integer({description: 'targets diagnosed at once', default: 16, min: 1, max: 256}),
-    deadline: durationFlag({description: 'deadline of the whole run [default: max(60s, 12 × --timeout)]'}),
+    deadline: durationFlag(24 * HOUR)({description: 'deadline of the diagnosis; each fix has its own [default: max(60s, 12 × --timeout)]'}),
     target: Flags.string({description: 'only these targets (by name)', multiple: true}),
-    'prompt-timeout': durationFlag({description: 'an unanswered question counts as No after this', default: 120_000, defaultHelp: async () => '2m'}),
+    'prompt-timeout': durationFlag(24 * HOUR)({description: 'an unanswered question counts as No after this', default: 120_000, defaultHelp: async () => '2m'}),
   }
 
   async run(): Promise<void> {

@@ -22,6 +22,8 @@ export type LeafType =
   | 'env'
   | 'nullable-env'
   | 'duration'
+  /** A duration opsctl waits for (a probe's deadline, a pause): at most an hour. */
+  | 'wait'
   | 'count'
   | 'percent'
   | 'boolean'
@@ -54,6 +56,9 @@ export const TOP_LEVEL_DOCS = {
   timeout: 'deadline of each probe (250ms, 5s, 2m, 1h, 14d)',
   systems: 'the four systems; a system without keys uses every default',
 } as const
+
+/** Longest a probe deadline or a pause may be (timers hold at most 2^31 − 1 ms anyway). */
+export const MAX_WAIT_MS = 3_600_000
 
 export const SYSTEMS: {[S in SystemName]: SystemSchema<S>} = {
   hookshot: {
@@ -122,7 +127,7 @@ export const SYSTEMS: {[S in SystemName]: SystemSchema<S>} = {
           long_query: {type: 'duration', doc: 'queries or transactions running longer are reported'},
           idle_connection: {type: 'duration', doc: 'idle connections older are candidates to terminate'},
           live_locks: {type: 'count', doc: 'more live locks than this warns'},
-          metrics_window: {type: 'duration', doc: 'pause between the two metric scrapes of rate checks'},
+          metrics_window: {type: 'wait', doc: 'pause between the two metric scrapes of rate checks'},
           cert_expiry_warn: {type: 'duration', doc: 'warn when the certificate expires within this'},
           disk_warn: {type: 'percent', doc: 'data_dir filesystem usage (%) that warns'},
           disk_fail: {type: 'percent', doc: 'data_dir filesystem usage (%) that fails; not below disk_warn'},
@@ -254,7 +259,7 @@ class Checker {
           break
         }
         case 'timeout': {
-          const ms = this.leaf('duration', e, 'timeout', DEFAULTS.timeout)
+          const ms = this.leaf('wait', e, 'timeout', DEFAULTS.timeout)
           if (typeof ms === 'number') config.timeout = ms
           break
         }
@@ -471,9 +476,14 @@ class Checker {
       case 'percent':
         if (typeof v === 'number' && v >= 0 && v <= 100) return v
         return typeError(typeof v === 'string' && /^\s*[\d.]+\s*%\s*$/.test(v) ? ` (write ${v.replace(/[\s%]/g, '')}, without %)` : '')
-      case 'duration': {
+      case 'duration':
+      case 'wait': {
         if (typeof v !== 'number' && typeof v !== 'string') return typeError()
         const ms = parseDuration(v)
+        if (ms !== null && type === 'wait' && ms > MAX_WAIT_MS) {
+          this.report(path, `${typeof v === 'number' ? String(v) : show(v)} is far too long to wait (at most 1h)`, e.at)
+          return INVALID
+        }
         if (ms !== null) return ms
         const raw = durationMs(v)
         const what = Number.isNaN(raw) ? 'a duration' : raw < 0.5 ? 'a duration greater than zero' : 'a duration opsctl can use (far too long)'
@@ -601,6 +611,7 @@ function expected(type: LeafType): string {
     case 'percent':
       return 'a percentage from 0 to 100'
     case 'duration':
+    case 'wait':
       return `a duration (${DURATION_HINT})`
     case 'text':
       return 'a string'
@@ -620,7 +631,7 @@ function expected(type: LeafType): string {
 }
 
 function showDefault(type: LeafType, value: unknown): string {
-  if (type === 'duration' && typeof value === 'number') return formatDuration(value)
+  if ((type === 'duration' || type === 'wait') && typeof value === 'number') return formatDuration(value)
   return typeof value === 'string' ? JSON.stringify(value) : String(value)
 }
 

@@ -84,7 +84,7 @@ function plain(c: OpsctlConfig, renderEnv: EnvRender, withExplicit = false): Rec
 
 function value(type: LeafType, v: unknown, renderEnv: EnvRender, path: (string | number)[]): unknown {
   if (v === null || v === undefined) return null
-  if (type === 'duration' && typeof v === 'number') return formatDuration(v)
+  if ((type === 'duration' || type === 'wait') && typeof v === 'number') return formatDuration(v)
   if ((type === 'env' || type === 'nullable-env') && typeof v === 'string') return renderEnv(v, path)
   // The file cannot hold a password in a URL, but a configuration built elsewhere might.
   if (typeof v === 'string') return maskUrlPasswords(v)

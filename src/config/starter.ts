@@ -70,7 +70,7 @@ function commented(indent: string, text: string, doc: string, comment = true): s
 }
 
 function scalar(type: LeafType, value: unknown): string {
-  if (type === 'duration' && typeof value === 'number') return formatDuration(value)
+  if ((type === 'duration' || type === 'wait') && typeof value === 'number') return formatDuration(value)
   return yamlLib().stringify(value).trimEnd()
 }
 

@@ -27,7 +27,13 @@ export class CheckContext<T> {
     readonly system: SystemName,
     readonly target: T,
     readonly settings: RunSettings,
-  ) {}
+  ) {
+    // Every secret this target names is masked from the start, even one whose check never runs
+    // or runs late: nothing printed before it is read can carry it.
+    for (const [key, value] of Object.entries(target as object)) {
+      if (key.endsWith('_env') && typeof value === 'string') this.secret(value)
+    }
+  }
 
   get timeoutMs(): number {
     return this.settings.timeoutMs

@@ -43,17 +43,24 @@ export function pendingFixes(runs: TargetRun[]): PendingFix[] {
   return pending
 }
 
-async function applyWithDeadline(fix: Fix, timeoutMs: number): Promise<FixResult> {
+async function applyWithDeadline(fix: Fix, timeoutMs: number, stop?: AbortSignal): Promise<FixResult> {
   const apply = fix.apply
   if (!apply) return {ok: false, detail: 'nothing to apply: this remediation is manual'}
   const budget = fix.applyTimeoutMs ?? timeoutMs * 4
   const controller = new AbortController()
   let timer: NodeJS.Timeout | undefined
+  let onStop: (() => void) | undefined
   const deadline = new Promise<FixResult>((resolve) => {
     timer = setTimeout(() => {
       controller.abort()
       resolve({ok: false, detail: `did not finish within ${formatMs(budget)}; stopped (check the state before retrying)`})
     }, budget)
+    onStop = () => {
+      controller.abort()
+      resolve({ok: false, detail: `${reasonOf(stop)} while applying; stopped (check the state before retrying)`})
+    }
+    if (stop?.aborted) onStop()
+    else stop?.addEventListener('abort', onStop, {once: true})
   })
   try {
     return await Promise.race([
@@ -65,7 +72,12 @@ async function applyWithDeadline(fix: Fix, timeoutMs: number): Promise<FixResult
     ])
   } finally {
     clearTimeout(timer)
+    if (onStop) stop?.removeEventListener('abort', onStop)
   }
+}
+
+function reasonOf(signal: AbortSignal | undefined): string {
+  return signal?.reason instanceof Error ? signal.reason.message : 'stopped'
 }
 
 /**
@@ -79,6 +91,8 @@ export async function remediate(
   audit: AuditLog,
   timeoutMs: number,
   events: RemediationEvents = {},
+  /** Ctrl-C: the fix in progress is stopped and no further fix is started. */
+  stop?: AbortSignal,
 ): Promise<void> {
   if (mode.kind === 'no-fix') return
   const pending = pendingFixes(runs)
@@ -104,7 +118,10 @@ export async function remediate(
     }
 
     let reason = ''
-    if (mode.kind === 'dry-run') decision = 'dry-run'
+    if (stop?.aborted && mode.kind !== 'dry-run' && mode.kind !== 'refuse') {
+      decision = 'declined'
+      reason = reasonOf(stop)
+    } else if (mode.kind === 'dry-run') decision = 'dry-run'
     else if (mode.kind === 'refuse') decision = 'refused'
     else if (mode.kind === 'yes') decision = 'applied'
     else {
@@ -115,7 +132,7 @@ export async function remediate(
 
     if (decision === 'applied') {
       events.onApplying?.(item)
-      const result = await applyWithDeadline(item.fix, timeoutMs)
+      const result = await applyWithDeadline(item.fix, timeoutMs, stop)
       const recheck = await item.run.recheck(item.check.id)
       const verified = recheck.status === 'ok'
       outcome = {
@@ -134,17 +151,25 @@ export async function remediate(
       outcome = {decision, ok: false, verified: false, detail}
     }
 
+    try {
+      await audit.append({
+        system: item.run.system,
+        target: item.run.target,
+        check: item.check.id,
+        remediation: item.fix.id,
+        plan: item.fix.plan,
+        decision,
+        result: decision === 'applied' ? {ok: outcome.ok, detail: outcome.detail} : null,
+        verified: outcome.verified,
+      })
+    } catch (error) {
+      // The log was writable when checked but this line did not reach it (a full disk): say so
+      // in the outcome, and make no further change that could not be audited either.
+      const why = `${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`
+      auditProblem = `the audit log ${audit.path} could not be written (${why})`
+      outcome = {...outcome, detail: `${outcome.detail}; NOT AUDITED: ${auditProblem}`}
+    }
     item.check.outcome = outcome
-    await audit.append({
-      system: item.run.system,
-      target: item.run.target,
-      check: item.check.id,
-      remediation: item.fix.id,
-      plan: item.fix.plan,
-      decision,
-      result: decision === 'applied' ? {ok: outcome.ok, detail: outcome.detail} : null,
-      verified: outcome.verified,
-    })
     events.onOutcome?.(item, outcome)
   }
 }

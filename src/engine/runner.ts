@@ -1,3 +1,5 @@
+import {setMaxListeners} from 'node:events'
+
 import type {RunSettings} from './context.js'
 import {redact, redactValue} from './redact.js'
 import {higherSeverity, overall} from './status.js'
@@ -223,7 +225,11 @@ export async function walkTarget<C, T extends {name: string}>(
     report,
     fixes,
     async recheck(checkId: string): Promise<CheckReport> {
-      return (await runSingleCheck(runbook, checkId, target, settings)).report
+      // The diagnosis' signal may have fired (its deadline, Ctrl-C) by now; a re-check after a fix
+      // has its own budget instead.
+      const fresh = new AbortController().signal
+      setMaxListeners(0, fresh)
+      return (await runSingleCheck(runbook, checkId, target, {...settings, signal: fresh})).report
     },
   }
 }

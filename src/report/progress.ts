@@ -63,7 +63,9 @@ export async function withProgress<T>(refs: TargetRef[], work: (events: Diagnose
         task.title = `${name}: ${report.status} · ${t.finished} checks · ${formatMs(report.durationMs)}`
       },
     })),
-    {concurrent: true, exitOnError: false, rendererOptions: {collapseSubtasks: false}},
+    // Ctrl-C is opsctl's to handle (the pending checks end unknown and the report is printed);
+    // listr2 would otherwise exit the process on it.
+    {concurrent: true, exitOnError: false, registerSignalListeners: false, rendererOptions: {collapseSubtasks: false}},
   )
   const [, result] = await Promise.all([list.run(), work(events)])
   return result

@@ -14,6 +14,8 @@ export function terminalAsker(c: ChalkInstance, timeoutMs: number, write: (text:
   return {
     async confirm(item: PendingFix) {
       if (interrupted) return {apply: false, reason: 'interrupted'}
+      // inquirer colours by the terminal's own rule (NO_COLOR honoured), read when it loads.
+      if (c.level === 0) process.env.NO_COLOR ||= '1'
       const {confirm, input} = await import('@inquirer/prompts')
       const r = item.check.remediation
       if (!r) return {apply: false, reason: 'no plan'}
@@ -21,7 +23,8 @@ export function terminalAsker(c: ChalkInstance, timeoutMs: number, write: (text:
       write(formatPlan(r, c, '  ', 1000).join('\n') + '\n')
       const signal = AbortSignal.timeout(timeoutMs)
       try {
-        if (r.risk === 'destructive') {
+        // Anything not declared safe or disruptive is confirmed as destructive.
+        if (r.risk !== 'safe' && r.risk !== 'disruptive') {
           const expected = item.fix.confirmText ?? item.fix.id
           const typed = await input(
             {message: `This destroys ${expected}. Type ${c.bold(expected)} to apply it, or press Enter to skip:`, default: ''},

@@ -160,3 +160,63 @@ describe('remediate', () => {
     expect(text).toContain('****')
   })
 })
+
+describe('remediate: Ctrl-C and a log that fails mid-way', () => {
+  /** Two targets, each with one broken thing and a fix that takes `ms`. */
+  async function twoWorlds(ms: number) {
+    const a = world({})
+    const b = world({})
+    for (const w of [a, b]) {
+      const run = w.rb.checks[0]!.run
+      w.rb.checks[0]!.run = async (ctx) => {
+        const f = await run(ctx)
+        if (f.fix?.apply) {
+          const apply = f.fix.apply
+          f.fix.apply = async (signal) => {
+            await new Promise((r) => setTimeout(r, ms))
+            return signal.aborted ? {ok: false, detail: 'aborted'} : apply(signal)
+          }
+        }
+        return f
+      }
+    }
+    const runs = [await walkTarget(a.rb, {name: 'a'}, settings()), await walkTarget(b.rb, {name: 'b'}, settings())]
+    return {a, b, runs}
+  }
+
+  it('Ctrl-C stops the fix in progress and starts no other; both decisions are audited', async () => {
+    const {a, b, runs} = await twoWorlds(300)
+    const stop = new AbortController()
+    setTimeout(() => stop.abort(new Error('interrupted (Ctrl-C)')), 100)
+    const audit = new AuditLog(join(dir, 'audit.jsonl'), '0.1.0')
+    await remediate(runs, {kind: 'yes'}, audit, 1000, {}, stop.signal)
+    expect(a.state.broken && b.state.broken).toBe(true)
+    expect(runs[0]!.report.checks[0]!.outcome?.detail).toMatch(/^interrupted \(Ctrl-C\) while applying; stopped/)
+    expect(runs[1]!.report.checks[0]!.outcome).toMatchObject({decision: 'declined', detail: 'declined (interrupted (Ctrl-C)): nothing changed'})
+    const lines = (await readFile(audit.path, 'utf8')).trim().split('\n').map((l) => JSON.parse(l))
+    expect(lines.map((l) => [l.target, l.decision])).toEqual([
+      ['a', 'applied'],
+      ['b', 'declined'],
+    ])
+  })
+
+  it('a re-check after a fix works even when the diagnosis was cut short by its deadline', async () => {
+    const {state, rb} = world()
+    const diagnosis = new AbortController()
+    const run = await walkTarget(rb, {name: 'default'}, {...settings(), signal: diagnosis.signal})
+    diagnosis.abort(new Error('the run deadline (1s, --deadline) passed'))
+    await remediate([run], {kind: 'yes'}, new AuditLog(join(dir, 'a.jsonl'), '0.1.0'), 100)
+    expect(state.broken).toBe(false)
+    expect(run.report.checks[0]?.outcome).toMatchObject({ok: true, verified: true})
+  })
+
+  it('when a line cannot reach the log after a change, the outcome says so and no further fix is made', async () => {
+    const {a, b, runs} = await twoWorlds(0)
+    const audit = new AuditLog('/dev/full', '0.1.0')
+    await remediate(runs, {kind: 'yes'}, audit, 1000)
+    expect(a.state.broken).toBe(false) // /dev/full opens fine: the first fix was made…
+    expect(runs[0]!.report.checks[0]!.outcome?.detail).toMatch(/NOT AUDITED: the audit log \/dev\/full could not be written \(ENOSPC\)/)
+    expect(b.state.broken).toBe(true) // …and then nothing else
+    expect(runs[1]!.report.checks[0]!.outcome).toMatchObject({decision: 'refused'})
+  })
+})

@@ -2,6 +2,7 @@ import {describe, expect, it} from 'vitest'
 
 import {CheckContext, type RunSettings} from '../../src/engine/context.js'
 import {effectiveStatus, flowchartChecks, mapBounded, walkTarget} from '../../src/engine/runner.js'
+import {clearSecrets} from '../../src/engine/redact.js'
 import type {CheckSpec, Finding, Runbook} from '../../src/engine/types.js'
 
 interface Target {
@@ -131,6 +132,22 @@ describe('walkTarget', () => {
     const run = await walkTarget(rb, {name: 'a'}, settings())
     expect(run.report.checks[0]?.status).toBe('fail')
     expect((await run.recheck('flip')).status).toBe('ok')
+  })
+})
+
+describe('secrets named by the target', () => {
+  it('are masked from the first check on, even when no check reads them', async () => {
+    const rb: Runbook<CheckContext<{name: string; token_env: string}>, {name: string; token_env: string}> = {
+      system: 'callfs',
+      title: 'Test Guide',
+      guide: 'test.md',
+      checks: [check('leaky', () => ({status: 'fail', summary: 'the server said: bad token Tok-0123456789-secret'})) as never],
+      flow: [{check: 'leaky'}],
+      createContext: (t, s) => new CheckContext('callfs', t, s),
+    }
+    const run = await walkTarget(rb, {name: 'a', token_env: 'MY_TOKEN'}, settings({env: {MY_TOKEN: 'Tok-0123456789-secret'}}))
+    expect(run.report.checks[0]?.summary).toBe('the server said: bad token ****')
+    clearSecrets()
   })
 })
 
