@@ -60,6 +60,15 @@ export const TOP_LEVEL_DOCS = {
 /** Longest a probe deadline or a pause may be (timers hold at most 2^31 − 1 ms anyway). */
 export const MAX_WAIT_MS = 3_600_000
 
+/**
+ * A value that is a valid variable name but reads like a credential: a known token prefix, or a
+ * long mix of lower case, upper case and digits that no one names a variable.
+ */
+export function looksLikeSecret(v: string): boolean {
+  if (/^(sk|pk|rk)_(live|test)_|^gh[pousr]_|^xox[abprs]-|^AKIA[0-9A-Z]{12}|^glpat-|^eyJ/.test(v)) return true
+  return v.length >= 20 && /[a-z]/.test(v) && /[A-Z]/.test(v) && /\d/.test(v)
+}
+
 export const SYSTEMS: {[S in SystemName]: SystemSchema<S>} = {
   hookshot: {
     doc: 'deployment webhook receiver',
@@ -501,9 +510,9 @@ class Checker {
       case 'env':
       case 'nullable-env':
         if (typeof v !== 'string') return typeError()
-        if (!ENV_NAME.test(v)) {
+        if (!ENV_NAME.test(v) || looksLikeSecret(v)) {
           // Never echo the value: it may be the secret itself, written here by mistake.
-          this.report(path, 'must be the name of an environment variable (letters, digits and _, not starting with a digit), not the secret itself', e.at)
+          this.report(path, 'must be the name of an environment variable (like CALLFS_API_KEY), not the secret itself', e.at)
           return INVALID
         }
         return v

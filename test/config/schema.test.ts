@@ -248,7 +248,7 @@ describe('unknown keys', () => {
   it('wants *_env values to be variable names and never echoes them', () => {
     const p = only('systems:\n  callfs:\n    api_key_env: "sk-live-9f8e7d"\n')
     expect(p).toMatchObject({path: 'systems.callfs.api_key_env', line: 3, col: 18})
-    expect(p.message).toBe('must be the name of an environment variable (letters, digits and _, not starting with a digit), not the secret itself')
+    expect(p.message).toBe('must be the name of an environment variable (like CALLFS_API_KEY), not the secret itself')
     expect(only('systems:\n  callfs:\n    redis_password_env: 1234567\n').message).toBe('expected the name of an environment variable or null, got a number')
     expect(parseConfigText('systems:\n  callfs:\n    api_key_env: _Callfs_KEY2\n', 'f').systems.callfs.targets[0]?.api_key_env).toBe('_Callfs_KEY2')
   })

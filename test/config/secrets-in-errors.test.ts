@@ -35,3 +35,14 @@ describe('maskUrlPasswords', () => {
     expect(maskUrlPasswords('https://localhost:8443/health')).toBe('https://localhost:8443/health')
   })
 })
+
+describe('a secret written where a variable name belongs', () => {
+  it.each(['sk_live_51HxYzAbCdEf0123456789', 'ghp_0123456789abcdefABCDEF', 'aB3dE5gH7jK9mN1pQ3sT5vX7'])('%s is refused without being echoed', (value) => {
+    const text = problems(`version: 1\nsystems:\n  callfs:\n    api_key_env: ${value}\n`)
+    expect(text).toBe('/etc/opsctl/config.yaml:4:18: systems.callfs.api_key_env: must be the name of an environment variable (like CALLFS_API_KEY), not the secret itself')
+  })
+
+  it('ordinary variable names pass', () => {
+    expect(() => parseConfigText('version: 1\nsystems:\n  callfs:\n    api_key_env: CALLFS_PROD_API_KEY_2\n', '/x')).not.toThrow()
+  })
+})
