@@ -1,7 +1,7 @@
 import {dsnInfo, maskDsn} from '../../diagnostics/postgres.js'
 import type {CheckSpec} from '../../engine/types.js'
 import {connectionsFinding, longQueriesFinding, reachableFinding, type PgRun} from '../shared/postgres.js'
-import type {CallfsContext} from './context.js'
+import {getPath, type CallfsContext} from './context.js'
 
 /** The newest golang-migrate version CallFS ships (001–003; 003 replaces uid/gid with owner). */
 export const LATEST_MIGRATION = 3
@@ -27,6 +27,41 @@ export function migrateDsn(dsn: string, passwordFromEnv: boolean): string {
   return maskDsn(text)
 }
 
+/**
+ * The user a PostgreSQL DSN names, as lib/pq reads it: postgres://user@… (or ?user=), or
+ * key=value with user=…; null when it names none (lib/pq would then take the OS user CallFS runs
+ * as, which opsctl cannot know from here).
+ */
+export function dsnUser(dsn: string): string | null {
+  if (/^postgres(?:ql)?:\/\//i.test(dsn)) {
+    try {
+      const u = new URL(dsn)
+      return decodeURIComponent(u.username) || u.searchParams.get('user') || null
+    } catch {
+      return null
+    }
+  }
+  const m = /(?:^|\s)user\s*=\s*('(?:[^'\\]|\\.)*'|[^\s']+)/.exec(dsn)
+  if (!m?.[1]) return null
+  return m[1].startsWith("'") ? m[1].slice(1, -1).replace(/\\(.)/g, '$1') : m[1]
+}
+
+/**
+ * The role CallFS connects as — whose sessions are "the service's own", the only ones a fix
+ * terminates: the user of metadata_store.dsn in CallFS's own config when it is readable, else
+ * the user of opsctl's DSN (which may be an admin's: then the fixes still never end a
+ * superuser's session).
+ */
+export async function serviceRole(ctx: CallfsContext): Promise<{user: string; from: string}> {
+  const cfg = await ctx.callfsConfig()
+  if (cfg.state === 'parsed') {
+    const dsn = getPath(cfg.value, ['metadata_store', 'dsn'])
+    const user = typeof dsn === 'string' ? dsnUser(dsn) : null
+    if (user) return {user, from: `${cfg.path} (metadata_store.dsn)`}
+  }
+  return {user: dsnInfo(ctx.target.postgres).user, from: 'the opsctl DSN'}
+}
+
 export const dbReachable: CheckSpec<CallfsContext> = {
   id: 'callfs.db.reachable',
   title: 'PostgreSQL accepts connections',
@@ -45,12 +80,14 @@ export const dbConnections: CheckSpec<CallfsContext> = {
     {id: 'callfs.db.terminate-idle', title: 'Terminate idle CallFS connections', automated: true, risk: 'destructive'},
     {id: 'callfs.db.free-slots', title: 'Free connection slots', automated: false},
   ],
-  run(ctx) {
+  async run(ctx) {
     const info = dsnInfo(ctx.target.postgres)
+    const role = await serviceRole(ctx)
     return connectionsFinding(run(ctx), {
       dsn: ctx.target.postgres,
       database: info.database,
-      user: info.user,
+      user: role.user,
+      userFrom: role.from,
       idleThresholdMs: ctx.target.thresholds.idle_connection,
       terminateFixId: 'callfs.db.terminate-idle',
       manualFixId: 'callfs.db.free-slots',
@@ -92,6 +129,8 @@ export const dbMigrations: CheckSpec<CallfsContext> = {
     const version = Number(row.version)
     const evidence = {version, dirty: row.dirty, latest: LATEST_MIGRATION}
     if (row.dirty) {
+      // The version before it; golang-migrate's -1 is "no migration applied" (there is no version 0 to go up from).
+      const before = version <= 1 ? -1 : version - 1
       return {
         status: 'fail',
         summary: `migration ${version} is dirty: it failed half-way and CallFS will not start on this schema`,
@@ -101,10 +140,10 @@ export const dbMigrations: CheckSpec<CallfsContext> = {
           title: 'Repair the dirty migration',
           plan: [
             `inspect what migration ${version} changed and finish or undo it by hand`,
-            `then mark the schema clean at the version it really is (${version} if it completed, ${version - 1} if not), and migrate up`,
+            `then mark the schema clean at the version it really is (${version} if it completed, ${before === -1 ? '-1 — no migration applied —' : before} if not), and migrate up`,
             ...passwordNote,
           ],
-          commands: [migrate('version'), migrate(`force ${version - 1}`), migrate('up')],
+          commands: [migrate('version'), migrate(`force ${before}`), migrate('up')],
         },
       }
     }
@@ -126,12 +165,15 @@ export const dbLongQueries: CheckSpec<CallfsContext> = {
   severity: 'medium',
   docs: 'Advanced Debugging Techniques > Database Query Analysis > Connection Pool Monitoring (long-running transactions)',
   remediations: [{id: 'callfs.db.terminate-long', title: 'Terminate the long-running backends', automated: true, risk: 'destructive'}],
-  run(ctx) {
+  async run(ctx) {
+    const role = await serviceRole(ctx)
     return longQueriesFinding(run(ctx), {
       dsn: ctx.target.postgres,
       database: dsnInfo(ctx.target.postgres).database,
       thresholdMs: ctx.target.thresholds.long_query,
       terminateFixId: 'callfs.db.terminate-long',
+      serviceUser: role.user,
+      serviceUserFrom: role.from,
     })
   },
 }

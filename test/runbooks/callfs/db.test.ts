@@ -221,15 +221,18 @@ describe('callfs.db.reachable', () => {
 describe('callfs.db.connections', () => {
   const idleSoon = {thresholds: {idle_connection: '300ms'}}
 
-  it('ok below 80 %: only opsctl\'s own session', async () => {
+  it('ok below 80 %: opsctl\'s own session is not counted (it would not be there without opsctl)', async () => {
     const r = await w.check('callfs.db.connections')
     expect(r.status).toBe('ok')
-    expect(r.evidence).toMatchObject({used: 1, maxConnections: MAX_CONNECTIONS, superuserReserved: 3, usedPercent: 10, idleCandidates: 0})
-    expect(r.summary).toBe(`1 of ${USABLE} usable connections in use (10%; max_connections ${MAX_CONNECTIONS}, 3 reserved)`)
+    expect(r.evidence).toMatchObject({used: 0, usable: USABLE, maxConnections: MAX_CONNECTIONS, superuserReserved: 3, usedPercent: 0, idleCandidates: 0})
+    expect(r.summary).toBe(`0 of ${USABLE} usable connections in use (0%; max_connections ${MAX_CONNECTIONS}, 3 reserved)`)
+    await hold(1)
+    const one = await w.check('callfs.db.connections')
+    expect(one.evidence).toMatchObject({used: 1, usable: USABLE, usedPercent: 10, byState: {idle: 1}})
   })
 
   it('ok at 70 %, warn at 80 % (no idle candidates yet: the manual fix)', async () => {
-    await hold(6)
+    await hold(7)
     const seventy = await w.check('callfs.db.connections')
     expect(seventy.status).toBe('ok')
     expect(seventy.evidence.usedPercent).toBe(70)
@@ -238,7 +241,7 @@ describe('callfs.db.connections', () => {
     const r = await w.check('callfs.db.connections')
     expect(r.status).toBe('warn')
     expect(r.evidence).toMatchObject({used: 8, usedPercent: 80, idleCandidates: 0, idleThreshold: '600s'})
-    expect((r.evidence.byState as Record<string, number>).idle).toBe(7)
+    expect(r.evidence.byState).toEqual({idle: 8})
     expect(r.remediation).toMatchObject({id: 'callfs.db.free-slots', automated: false})
     // The manual fix's commands are real: pasted into a shell they run and show the sessions.
     for (const cmd of r.remediation?.commands ?? []) {
@@ -248,10 +251,10 @@ describe('callfs.db.connections', () => {
   })
 
   it('counts the sessions of other roles too, though callfs may not see their state', async () => {
-    await hold(8, {user: 'postgres', app: 'other-app'})
+    await hold(9, {user: 'postgres', app: 'other-app'})
     const r = await w.check('callfs.db.connections', idleSoon)
     expect(r.status).toBe('fail')
-    expect(r.evidence).toMatchObject({used: 9, usedPercent: 90, byState: {active: 1, hidden: 8}, idleCandidates: 0})
+    expect(r.evidence).toMatchObject({used: 9, usedPercent: 90, byState: {hidden: 9}, idleCandidates: 0})
     // None of them is CallFS's to terminate: the manual fix.
     expect(r.remediation).toMatchObject({id: 'callfs.db.free-slots', automated: false})
   })
@@ -259,23 +262,24 @@ describe('callfs.db.connections', () => {
   it('fail at 90 %, and the destructive fix terminates exactly the idle CallFS sessions: applied, verified, audited', async () => {
     const callfs = await hold(7, {app: 'callfs'})
     const dba = await connect({user: 'postgres', app: 'psql'}) // idle too, but not CallFS's: never a candidate
+    const dba2 = await connect({user: 'postgres', app: 'psql'})
     await sleep(450)
     const run = await oneCheck('callfs.db.connections', idleSoon)
     expect(run.check.status).toBe('fail')
-    expect(run.check.evidence).toMatchObject({used: 9, usedPercent: 90, idleCandidates: 7, idleThreshold: '300ms', byState: {active: 1, idle: 7, hidden: 1}})
+    expect(run.check.evidence).toMatchObject({used: 9, usedPercent: 90, idleCandidates: 7, idleThreshold: '300ms', byState: {idle: 7, hidden: 2}})
     expect(run.check.remediation).toMatchObject({id: 'callfs.db.terminate-idle', automated: true, risk: 'destructive'})
     const pids = callfs.map((h) => h.pid).sort((a, b) => a - b)
     const planned = (run.check.remediation?.plan ?? []).flatMap((l) => [...l.matchAll(/^terminate pid (\d+) \(callfs@127\.0\.0\.1, app "callfs"/g)].map((m) => Number(m[1])))
     expect(planned.sort((a, b) => a - b)).toEqual(pids)
     const sqlLine = run.check.remediation?.plan.at(-1) ?? ''
-    expect(sqlLine).toMatch(/^SQL: SELECT a\.pid, pg_terminate_backend\(a\.pid\) .* AND a\.backend_start = t\.backend_start .* AND a\.state = 'idle' /)
-    const param = /\$1=\[([\d,]+)\] \$2=callfs \$3=callfs \$4=300 milliseconds \$5=\[their backend_start\]$/.exec(sqlLine)
+    expect(sqlLine).toMatch(/^SQL: SELECT a\.pid, pg_terminate_backend\(a\.pid\) .* AND \(extract\(epoch FROM a\.backend_start\) \* 1e6\)::int8 = t\.started_us .* AND a\.state = 'idle' /)
+    const param = /\$1=\[([\d,]+)\] \$2=callfs \$3=callfs \$4=300 milliseconds \$5=\[their backend_start, µs since 1970\]$/.exec(sqlLine)
     expect(param?.[1]?.split(',').map(Number).sort((a, b) => a - b)).toEqual(pids)
     expect(run.fixes.get('callfs.db.connections')?.confirmText).toBe('callfs')
 
     const audit = await w.applyYes(run)
     expect(await alive(pids)).toEqual([])
-    expect(await alive([dba.pid])).toEqual([dba.pid])
+    expect(await alive([dba.pid, dba2.pid])).toEqual([dba.pid, dba2.pid].sort((a, b) => a - b))
     expect(run.check.outcome).toMatchObject({decision: 'applied', ok: true, verified: true})
     expect(run.check.outcome?.detail).toBe('terminated 7 idle connections; re-check: ok')
     expect(audit).toHaveLength(1)
@@ -286,11 +290,11 @@ describe('callfs.db.connections', () => {
   })
 
   it('guard: a session that became active or idle in transaction after the diagnosis is not terminated', async () => {
-    const held = await hold(8, {app: 'callfs'})
+    const held = await hold(9, {app: 'callfs'})
     await sleep(450)
     const run = await oneCheck('callfs.db.connections', idleSoon)
     expect(run.check.status).toBe('fail')
-    expect(run.check.evidence.idleCandidates).toBe(8)
+    expect(run.check.evidence.idleCandidates).toBe(9)
 
     const [busy, inTx, ...rest] = held as [Held, Held, ...Held[]]
     const sleeping = busy.client.query('SELECT pg_sleep(5)').catch(() => undefined)
@@ -302,11 +306,62 @@ describe('callfs.db.connections', () => {
     const audit = await w.applyYes(run)
     expect(await alive(rest.map((h) => h.pid))).toEqual([])
     expect(await alive([busy.pid, inTx.pid])).toEqual([busy.pid, inTx.pid].sort((a, b) => a - b))
-    expect(run.check.outcome?.detail).toMatch(/^terminated 6 idle connections; 2 left alone \(busy again or gone\); re-check: ok$/)
+    expect(run.check.outcome?.detail).toMatch(/^terminated 7 idle connections; 2 left alone \(busy again or gone\); re-check: ok$/)
     expect(run.check.outcome).toMatchObject({ok: true, verified: true})
     expect(audit[0]?.decision).toBe('applied')
     await superuser('SELECT pg_cancel_backend($1)', [busy.pid])
     await sleeping
+  })
+
+  it('the guard knows the same backends when the sessions read time as DateStyle=SQL, TimeZone=Asia/Kolkata ("IST" is Israel time to PostgreSQL)', async () => {
+    await superuser("ALTER ROLE callfs SET DateStyle = 'SQL, DMY'")
+    await superuser("ALTER ROLE callfs SET TimeZone = 'Asia/Kolkata'")
+    try {
+      const held = await hold(8, {app: 'callfs'})
+      // opsctl connects as callfs too: its own session reads and writes times in these settings
+      const settings = await held[0]?.client.query<{ds: string; tz: string; bs: string}>(
+        "SELECT current_setting('DateStyle') AS ds, current_setting('TimeZone') AS tz, backend_start::text AS bs FROM pg_stat_activity WHERE pid = pg_backend_pid()",
+      )
+      expect(settings?.rows[0]).toMatchObject({ds: 'SQL, DMY', tz: 'Asia/Kolkata', bs: expect.stringMatching(/ IST$/)})
+      await sleep(450)
+      const run = await oneCheck('callfs.db.connections', idleSoon)
+      expect(run.check.evidence.idleCandidates).toBe(8)
+      expect(run.check.remediation?.id).toBe('callfs.db.terminate-idle')
+      await w.applyYes(run)
+      expect(await alive(held.map((h) => h.pid))).toEqual([])
+      expect(run.check.outcome).toMatchObject({ok: true, verified: true, detail: 'terminated 8 idle connections; re-check: ok'})
+    } finally {
+      await superuser('ALTER ROLE callfs RESET ALL')
+    }
+  })
+
+  it('with an admin DSN, the candidates are the idle sessions of the role CallFS connects as (its config), never a DBA\'s idle psql as the admin role', async () => {
+    const callfs = await hold(6, {app: 'callfs'})
+    const dba = await hold(2, {user: 'postgres', app: 'psql'})
+    await sleep(450)
+    const run = await oneCheck('callfs.db.connections', {...idleSoon, postgres: w.pg?.dsn('callfs', 'postgres')})
+    expect(run.check.status).toBe('warn')
+    expect(run.check.evidence).toMatchObject({used: 8, usedPercent: 80, idleCandidates: 6, serviceRole: 'callfs', serviceRoleFrom: `${w.configFile} (metadata_store.dsn)`})
+    const planned = (run.check.remediation?.plan ?? []).flatMap((l) => [...l.matchAll(/^terminate pid (\d+) \(callfs@/g)].map((m) => Number(m[1])))
+    expect(planned.sort((a, b) => a - b)).toEqual(callfs.map((h) => h.pid).sort((a, b) => a - b))
+    expect(run.check.remediation?.plan.at(-1)).toMatch(/ \$3=callfs /)
+
+    await w.applyYes(run)
+    expect(await alive(callfs.map((h) => h.pid))).toEqual([])
+    expect(await alive(dba.map((h) => h.pid))).toEqual(dba.map((h) => h.pid).sort((a, b) => a - b))
+    expect(run.check.outcome).toMatchObject({ok: true, detail: expect.stringMatching(/^terminated 6 idle connections; re-check: /)})
+  })
+
+  it('a superuser\'s idle sessions are never terminated automatically, even when it is the service role (no CallFS config: the DSN\'s user)', async () => {
+    const dba = await hold(8, {user: 'postgres', app: 'psql'})
+    await sleep(450)
+    const r = await w.check('callfs.db.connections', {...idleSoon, postgres: w.pg?.dsn('callfs', 'postgres'), config_file: `${w.dir}/no-such-config.yaml`})
+    expect(r.status).toBe('warn')
+    expect(r.evidence).toMatchObject({used: 8, idleCandidates: 0, idleOfSuperuser: 8, serviceRole: 'postgres', serviceRoleFrom: 'the opsctl DSN'})
+    expect(r.remediation).toMatchObject({id: 'callfs.db.free-slots', automated: false, risk: null})
+    expect(r.fix?.apply).toBeUndefined()
+    expect(r.remediation?.plan).toContain('8 idle sessions of postgres are a superuser\'s: never terminated automatically — end them by hand if they should go')
+    expect(await alive(dba.map((h) => h.pid))).toHaveLength(8)
   })
 })
 
@@ -361,6 +416,16 @@ describe('callfs.db.migrations', () => {
       expect(c).toContain(`-database "postgres://callfs@127.0.0.1:${pgPort()}/callfs?sslmode=prefer"`)
       expect(c.match(/sslmode=/g)).toHaveLength(1)
     }
+  })
+
+  it('fail: dirty at version 1 — not completed means no migration applied: force -1 (golang-migrate has no version 0 to go up from)', async () => {
+    await superuser('UPDATE schema_migrations SET version = 1, dirty = true')
+    const r = await w.check('callfs.db.migrations')
+    expect(r.status).toBe('fail')
+    expect(r.evidence).toEqual({version: 1, dirty: true, latest: 3})
+    const base = `migrate -database "postgres://callfs@127.0.0.1:${pgPort()}/callfs?sslmode=disable" -path metadata/schema`
+    expect(r.remediation?.commands).toEqual([`${base} version`, `${base} force -1`, `${base} up`])
+    expect(r.remediation?.plan[1]).toBe('then mark the schema clean at the version it really is (1 if it completed, -1 — no migration applied — if not), and migrate up')
   })
 
   it('warn: version 1 is behind the 3 CallFS ships', async () => {
@@ -540,6 +605,77 @@ describe('callfs.db.long-queries', () => {
     }
   })
 
+  it('the guard knows the same backend when the sessions read time as DateStyle=SQL, TimeZone=Asia/Kolkata', async () => {
+    await superuser("ALTER ROLE callfs SET DateStyle = 'SQL, DMY'")
+    await superuser("ALTER ROLE callfs SET TimeZone = 'Asia/Kolkata'")
+    try {
+      const tx = await connect({app: 'callfs'})
+      await tx.client.query('BEGIN')
+      await tx.client.query('SELECT 1')
+      await sleep(450)
+      const run = await oneCheck('callfs.db.long-queries', soon)
+      expect(run.check.remediation?.id).toBe('callfs.db.terminate-long')
+      await w.applyYes(run)
+      expect(await alive([tx.pid])).toEqual([])
+      expect(run.check.outcome).toMatchObject({ok: true, verified: true, detail: 'terminated 1 backend; re-check: ok'})
+    } finally {
+      await superuser('ALTER ROLE callfs RESET ALL')
+    }
+  })
+
+  it('with an admin DSN, a pg_dump running as the admin role is shown and left; CallFS\'s own long transaction (the role of its config) is ended', async () => {
+    const mine = await connect({app: 'callfs'})
+    await mine.client.query('BEGIN')
+    await mine.client.query('SELECT 1')
+    const dump = await connect({user: 'postgres', app: 'pg_dump'})
+    await dump.client.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY')
+    await dump.client.query('SELECT count(*) FROM inodes')
+    await sleep(450)
+    const run = await oneCheck('callfs.db.long-queries', {...soon, postgres: w.pg?.dsn('callfs', 'postgres')})
+    expect(run.check.status).toBe('warn')
+    expect(run.check.evidence).toMatchObject({serviceRole: 'callfs', serviceRoleFrom: `${w.configFile} (metadata_store.dsn)`})
+    const backends = run.check.evidence.backends as Array<{pid: number; terminable: boolean}>
+    expect(backends.map((b) => [b.pid, b.terminable]).sort()).toEqual([[mine.pid, true], [dump.pid, false]].sort())
+    const plan = run.check.remediation?.plan ?? []
+    expect(plan).toContainEqual(expect.stringMatching(new RegExp(`^leave pid ${dump.pid} \\(postgres, idle in transaction, .*\\): not callfs's own session`)))
+    expect(plan.filter((l) => l.startsWith('terminate pid '))).toEqual([expect.stringMatching(new RegExp(`^terminate pid ${mine.pid} \\(callfs, `))])
+    expect(plan.at(-1)).toMatch(new RegExp(`-- \\$1=\\[${mine.pid}\\] \\$3=callfs \\$4=300 milliseconds \\$5=callfs$`))
+
+    await w.applyYes(run)
+    expect(await alive([mine.pid, dump.pid])).toEqual([dump.pid])
+    expect(run.check.outcome?.detail).toMatch(/^terminated 1 backend; re-check: warn /)
+  })
+
+  it('a superuser\'s long transaction is never terminated automatically, even when it is the service role (no CallFS config)', async () => {
+    const dump = await connect({user: 'postgres', app: 'pg_dump'})
+    await dump.client.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY')
+    await dump.client.query('SELECT count(*) FROM inodes')
+    await sleep(450)
+    const r = await w.check('callfs.db.long-queries', {...soon, postgres: w.pg?.dsn('callfs', 'postgres'), config_file: `${w.dir}/no-such-config.yaml`})
+    expect(r.status).toBe('warn')
+    expect(r.evidence).toMatchObject({serviceRole: 'postgres', serviceRoleFrom: 'the opsctl DSN'})
+    expect((r.evidence.backends as Array<{pid: number; terminable: boolean}>).map((b) => [b.pid, b.terminable])).toEqual([[dump.pid, false]])
+    expect(r.remediation).toMatchObject({id: 'callfs.db.terminate-long', automated: false, risk: null})
+    expect(r.fix?.apply).toBeUndefined()
+    expect(r.remediation?.plan).toContainEqual(expect.stringMatching(new RegExp(`^leave pid ${dump.pid} \\(postgres, idle in transaction, .*\\): a superuser's session — never ended automatically; end it by hand if it should go$`)))
+    expect(await alive([dump.pid])).toEqual([dump.pid])
+  })
+
+  it('comments and SET values in the query text of a long transaction never reach the report', async () => {
+    const a = await connect({app: 'callfs'})
+    await a.client.query('BEGIN')
+    await a.client.query('SELECT 1 /* api_key=sk_live_SUPERSECRET */ -- token: hunter2')
+    const b = await connect({app: 'callfs'})
+    await b.client.query('BEGIN')
+    await b.client.query('SET LOCAL app.token = secret_unquoted_value')
+    await sleep(450)
+    const r = await w.check('callfs.db.long-queries', soon)
+    const text = JSON.stringify(r)
+    for (const secret of ['SUPERSECRET', 'hunter2', 'secret_unquoted_value']) expect(text).not.toContain(secret)
+    const queries = Object.fromEntries((r.evidence.backends as Array<{pid: number; query: string}>).map((x) => [x.pid, x.query]))
+    expect(queries).toEqual({[a.pid]: 'SELECT ? /*…*/ /*…*/', [b.pid]: 'SET LOCAL app.token = ?'})
+  })
+
   it('a query text cut off by track_activity_query_size inside a literal leaks no part of it', async () => {
     const secret = 'S'.repeat(8) + 'cut-literal-secret' + 'x'.repeat(2000)
     const q = await connect({app: 'callfs'})
@@ -559,6 +695,28 @@ describe('maskQueryLiterals', () => {
     expect(maskQueryLiterals("SELECT * FROM inodes WHERE path = '/a''b' AND id = 42 AND size > 1.5e3")).toBe("SELECT * FROM inodes WHERE path = '?' AND id = ? AND size > ?")
     expect(maskQueryLiterals("UPDATE t SET v = E'sec\\'ret' WHERE x = $1 AND t2.c = $tag$body$tag$")).toBe("UPDATE t SET v = E'?' WHERE x = $1 AND t2.c = $?$")
     expect(maskQueryLiterals('SELECT pg_sleep(10)')).toBe('SELECT pg_sleep(?)')
+  })
+
+  it('masks comments (nested ones too) and the value of a SET statement, not UPDATE … SET', () => {
+    expect(maskQueryLiterals('SELECT 1 /* api_key=sk_live_X */ -- token: hunter2')).toBe('SELECT ? /*…*/ /*…*/')
+    expect(maskQueryLiterals('SELECT /* outer /* inner */ api_key=sk_live_X */ 1')).toBe('SELECT /*…*/ ?')
+    expect(maskQueryLiterals('SELECT 1 -- token: hunter2\nFROM t')).toBe('SELECT ? /*…*/ FROM t')
+    expect(maskQueryLiterals('SELECT 1 /* cut off: api_key=sk_live_X')).toBe('SELECT ? /*…*/')
+    expect(maskQueryLiterals('SET app.token = secret_unquoted_value')).toBe('SET app.token = ?')
+    expect(maskQueryLiterals('set session app.token to secret_unquoted_value; SELECT 1')).toBe('set session app.token to ?; SELECT ?')
+    expect(maskQueryLiterals('SET LOCAL "app.token"=secret')).toBe('SET LOCAL "app.token"= ?')
+    expect(maskQueryLiterals('ALTER ROLE callfs IN DATABASE callfs SET app.key TO hunter2, other')).toBe('ALTER ROLE callfs IN DATABASE callfs SET app.key TO ?')
+    expect(maskQueryLiterals('/* hi */ SET app.key = hunter2')).toBe('/*…*/ SET app.key = ?')
+    expect(maskQueryLiterals('UPDATE t SET v = w WHERE id = 1')).toBe('UPDATE t SET v = w WHERE id = ?')
+    expect(maskQueryLiterals('SET TRANSACTION ISOLATION LEVEL SERIALIZABLE')).toBe('SET TRANSACTION ISOLATION LEVEL SERIALIZABLE')
+  })
+
+  it('a quote inside a quoted identifier, or a backslash that makes a string end differently with standard_conforming_strings off, leaks nothing', () => {
+    expect(maskQueryLiterals(`SELECT "col'x", 'secret' FROM t`)).toBe(`SELECT "col'x", '?' FROM t`)
+    // standard_conforming_strings on: 'a\' then 'secret2'; off: 'a\' || ' then secret2 unquoted. Either way, hidden.
+    expect(maskQueryLiterals("select 'a\\' || 'secret2' -- ssc off")).toBe("select '?'")
+    expect(maskQueryLiterals("SELECT 'a\\b' AS p, 2")).toBe("SELECT '?' AS p, ?")
+    expect(maskQueryLiterals("SELECT x'DEADBEEF', U&'d\\0061ta', 0x1F")).toBe("SELECT x'?', U&'?', ?")
   })
 })
 
