@@ -24,8 +24,14 @@ export interface Listener {
   command: string | null
   /** /proc/<pid>/cmdline, NUL → space, at most 300 characters, credentials masked. */
   cmdline: string | null
+  /** The first word of the command line (the program as it was started), as the kernel keeps it. */
+  argv0: string | null
+  /** /proc/<pid>/cgroup paths, one per hierarchy ("/system.slice/callfs.service"); null when not visible. */
+  cgroups: string[] | null
   /** /proc/<pid>/stat field 22 (clock ticks since boot): tells a process from a later one with the same pid. */
   startTime: number | null
+  /** startTime as a wall-clock time (ISO 8601), for people; null when unknown. */
+  startedAt: string | null
 }
 
 const PROC = '/proc'
@@ -129,50 +135,141 @@ async function processStat(pid: number): Promise<{ppid: number; startTime: numbe
   }
 }
 
-const SECRET_FLAG = /^(--?[\w.-]*(?:pass(?:word|wd)?|secret|token|api[-_]?key|auth|credentials?)[\w.-]*)(=.*)?$/i
+// A flag whose name says it carries a credential: --password, --db-pass, --api-key, --private-key,
+// --auth-token, -credentials, --requirepass … ("key" and "auth" are broad on purpose).
+const SECRET_WORD = /pass|pwd|secret|token|key|auth|cred/i
+// Short options that take a password in common tools: redis-cli -a, mysql -p<pw>, -k <key> …
+const SHORT_SECRET = /^-([apk])(=?)(.*)$/
+// NAME=value arguments (env PGPASSWORD=… cmd), masked by the same words.
+const ASSIGNMENT = /^([A-Za-z_][A-Za-z0-9_]*)=(.+)$/
+const URL_PASSWORD = /(\b[a-z][a-z0-9+.-]*:\/\/[^:/@\s]*:)[^@/\s]+@/gi
+const MASK = '***'
 
 /**
- * Masks what looks like a credential on a command line: the value of --password=…/--token …
- * style flags and the password of a URL (scheme://user:pass@host).
+ * Masks what looks like a credential on a command line: the value of any flag whose name holds
+ * pass/pwd/secret/token/key/auth/cred (`--x value`, `--x=value`, `-x value`), of the short flags
+ * -a, -p and -k (`-p value`, `-pvalue`, `-p=value`), of NAME=value arguments with such a name, and
+ * the password of a URL (scheme://user:pass@host). argv[0] is kept as it is. It masks rather too
+ * much than too little: a masked port is harmless, a leaked password is not.
  */
 export function maskCommandLine(args: string[]): string {
   const out: string[] = []
   let maskNext = false
-  for (const arg of args) {
-    if (maskNext) {
-      out.push('***')
-      maskNext = false
-      continue
+  args.forEach((arg, i) => {
+    if (i === 0) {
+      out.push(arg)
+      return
     }
-    const m = SECRET_FLAG.exec(arg)
-    if (m) {
-      if (m[2] !== undefined) out.push(`${m[1]}=***`)
+    if (maskNext) {
+      out.push(MASK)
+      maskNext = false
+      return
+    }
+    const isFlag = /^--?[A-Za-z]/.test(arg)
+    const eq = arg.indexOf('=')
+    const name = eq >= 0 ? arg.slice(0, eq) : arg
+    const secretName = isFlag && SECRET_WORD.test(name)
+    const short = arg.startsWith('--') ? null : SHORT_SECRET.exec(arg)
+    if (short) {
+      const [, letter, equals, attached] = short
+      if (!attached) {
+        out.push(arg)
+        maskNext = true
+      } else {
+        out.push(`-${letter}${equals}${MASK}`)
+        // "-pass <value>" (openssl) reads like "-p<password>": mask both readings.
+        if (secretName && eq < 0) maskNext = true
+      }
+      return
+    }
+    if (secretName) {
+      if (eq >= 0) out.push(`${name}=${MASK}`)
       else {
         out.push(arg)
         maskNext = true
       }
-      continue
+      return
     }
-    out.push(arg.replace(/(\b[a-z][a-z0-9+.-]*:\/\/[^:/@\s]*:)[^@/\s]+@/gi, '$1***@'))
-  }
+    const assignment = isFlag ? null : ASSIGNMENT.exec(arg)
+    if (assignment?.[1] && SECRET_WORD.test(assignment[1])) {
+      out.push(`${assignment[1]}=${MASK}`)
+      return
+    }
+    out.push(arg.replace(URL_PASSWORD, `$1${MASK}@`))
+  })
   return out.join(' ')
 }
 
-async function describeProcess(pid: number): Promise<Pick<Listener, 'command' | 'cmdline' | 'startTime'>> {
-  const [comm, cmdline, stat] = await Promise.all([
+/** Boot time (seconds since the epoch), from /proc/stat's btime line. */
+let bootTime: Promise<number | null> | null = null
+function readBootTime(): Promise<number | null> {
+  bootTime ??= readFile(`${PROC}/stat`, 'utf8').then(
+    (t) => {
+      const m = /^btime\s+(\d+)$/m.exec(t)
+      return m ? Number(m[1]) : null
+    },
+    () => null,
+  )
+  return bootTime
+}
+
+// USER_HZ: the unit of /proc/<pid>/stat times, 100 on every Linux architecture Node runs on.
+const CLOCK_TICKS_PER_SECOND = 100
+
+/** A /proc start time (clock ticks since boot) as an ISO 8601 time, to the second. */
+export async function startTimeToDate(ticks: number): Promise<string | null> {
+  const boot = await readBootTime()
+  if (boot === null || !Number.isFinite(ticks)) return null
+  return new Date((boot + Math.floor(ticks / CLOCK_TICKS_PER_SECOND)) * 1000).toISOString().replace(/\.\d+Z$/, 'Z')
+}
+
+/** The cgroup paths of a process, one per hierarchy ("0::/system.slice/callfs.service" → that path). */
+export async function processCgroups(pid: number): Promise<string[] | null> {
+  try {
+    const text = await readFile(`${PROC}/${pid}/cgroup`, 'utf8')
+    return text
+      .split('\n')
+      .filter(Boolean)
+      .map((line) => line.slice(line.indexOf(':', line.indexOf(':') + 1) + 1))
+  } catch {
+    return null
+  }
+}
+
+/** Is the process in the cgroup systemd made for `unit` ("callfs" or "callfs.service")? */
+export function inUnitCgroup(cgroups: string[] | null, unit: string): boolean {
+  if (!cgroups || unit === '') return false
+  const name = unit.includes('.') ? unit : `${unit}.service`
+  return cgroups.some((path) => path.split('/').includes(name))
+}
+
+type ProcessDescription = Pick<Listener, 'command' | 'cmdline' | 'argv0' | 'cgroups' | 'startTime' | 'startedAt'>
+
+const UNKNOWN_PROCESS: ProcessDescription = {command: null, cmdline: null, argv0: null, cgroups: null, startTime: null, startedAt: null}
+
+async function describeProcess(pid: number): Promise<ProcessDescription> {
+  const [comm, args, stat, cgroups] = await Promise.all([
     readFile(`${PROC}/${pid}/comm`, 'utf8').then((t) => t.trim(), () => null),
     readFile(`${PROC}/${pid}/cmdline`).then(
       (b) => {
-        const args = b.toString('utf8').split('\0')
-        while (args.length > 0 && args[args.length - 1] === '') args.pop()
-        const line = maskCommandLine(args)
-        return line.length > MAX_CMDLINE ? line.slice(0, MAX_CMDLINE) : line
+        const list = b.toString('utf8').split('\0')
+        while (list.length > 0 && list[list.length - 1] === '') list.pop()
+        return list
       },
       () => null,
     ),
     processStat(pid),
+    processCgroups(pid),
   ])
-  return {command: comm || null, cmdline: cmdline || null, startTime: stat?.startTime ?? null}
+  const line = args && args.length > 0 ? maskCommandLine(args) : null
+  return {
+    command: comm || null,
+    cmdline: line ? line.slice(0, MAX_CMDLINE) : null,
+    argv0: args?.[0] || null,
+    cgroups,
+    startTime: stat?.startTime ?? null,
+    startedAt: stat ? await startTimeToDate(stat.startTime) : null,
+  }
 }
 
 /**
@@ -275,9 +372,8 @@ export function parseSsListeners(stdout: string, port: number): Listener[] {
       inode: inode ? Number(inode[1]) : 0,
       uid: uid ? Number(uid[1]) : 0, // ss omits uid:0
       pid: users ? Number(users[2]) : null,
+      ...UNKNOWN_PROCESS,
       command: users ? (users[1] ?? null) : null,
-      cmdline: null,
-      startTime: null,
     })
   }
   return out
@@ -314,9 +410,7 @@ async function listenersFromSs(port: number, deadline: Deadline, startedAt: numb
   for (const l of listeners) {
     if (l.pid === null) continue
     const d = await describeProcess(l.pid)
-    l.command = d.command ?? l.command
-    l.cmdline = d.cmdline
-    l.startTime = d.startTime
+    Object.assign(l, {...d, command: d.command ?? l.command})
   }
   return probeOk(listeners, startedAt)
 }
@@ -354,7 +448,7 @@ export async function listenersOnPort(port: number, opts: ProbeOptions): Promise
     for (const s of unique) {
       const pids = owners.get(s.inode)
       const pid = pids && pids.length > 0 ? await mainOwner(pids) : null
-      const d = pid !== null ? await describeProcess(pid) : {command: null, cmdline: null, startTime: null}
+      const d = pid !== null ? await describeProcess(pid) : UNKNOWN_PROCESS
       listeners.push({...s, pid, ...d})
     }
     return probeOk(listeners, startedAt)

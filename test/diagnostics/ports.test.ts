@@ -7,12 +7,15 @@ import {afterAll, beforeAll, describe, expect, it} from 'vitest'
 import {
   decodeProcAddress,
   formatIpv6,
+  inUnitCgroup,
   listenersOnPort,
   listenersViaSs,
   maskCommandLine,
   parseProcNetTcp,
   parseSsListeners,
+  processCgroups,
   processStartTime,
+  startTimeToDate,
 } from '../../src/diagnostics/ports.js'
 import {LoopbackServers} from './fixtures/servers.js'
 
@@ -124,6 +127,12 @@ describe('listenersOnPort', () => {
     expect(l.cmdline).toContain('-e const s=require')
     expect(l.cmdline).toContain('--api-key=***')
     expect(l.cmdline).not.toContain('hunter2')
+    // Who it is, for plans that must not carry the arguments: the program, its cgroups, when it started.
+    expect(l.argv0).toBe(process.execPath)
+    expect(l.cgroups).toEqual(await processCgroups(child.pid!))
+    expect(l.cgroups?.length).toBeGreaterThan(0)
+    expect(l.startedAt).toMatch(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$/)
+    expect(Math.abs(Date.parse(l.startedAt!) - Date.now())).toBeLessThan(120_000)
     expect(l.cmdline!.length).toBeLessThanOrEqual(300)
     const start = await processStartTime(child.pid!)
     expect(start).not.toBeNull()
@@ -175,5 +184,44 @@ describe('maskCommandLine', () => {
     expect(maskCommandLine(['redis-server', '--requirepass', 'p4ss', '--port', '6379'])).toBe('redis-server --requirepass *** --port 6379')
     expect(maskCommandLine(['app', '--db-password=x', '--token=abc', '-v'])).toBe('app --db-password=*** --token=*** -v')
     expect(maskCommandLine(['callfs', '--dsn', 'postgres://callfs:secret@db:5432/callfs'])).toBe('callfs --dsn postgres://callfs:***@db:5432/callfs')
+  })
+})
+
+describe('maskCommandLine: every way a credential rides on argv', () => {
+  it('values of -a/-p/-k and of any flag named like a credential, spaced, attached or with =', () => {
+    expect(maskCommandLine(['redis-cli', '-a', 'hunter2secret'])).toBe('redis-cli -a ***')
+    expect(maskCommandLine(['app', '--key', 'sk_live_abcdef'])).toBe('app --key ***')
+    expect(maskCommandLine(['app', '-p', 'hunter2secret'])).toBe('app -p ***')
+    expect(maskCommandLine(['mysqld', '-phunter2secret'])).toBe('mysqld -p***')
+    expect(maskCommandLine(['app', '--private-key=hunter2secret'])).toBe('app --private-key=***')
+    expect(maskCommandLine(['app', '-k=hunter2secret', '-a', 'x', '-v'])).toBe('app -k=*** -a *** -v')
+    expect(maskCommandLine(['app', '--auth-token', 't0k', '--client-cred=c', '--db-pwd', 'p', '--port', '6379'])).toBe('app --auth-token *** --client-cred=*** --db-pwd *** --port 6379')
+    expect(maskCommandLine(['java', '-Dpassword=hunter2', '-jar', 'a.jar'])).toBe('java -Dpassword=*** -jar a.jar')
+    // "-pass pass:x" (openssl) reads like "-p<password>" too: both readings are masked.
+    expect(maskCommandLine(['openssl', '-pass', 'pass:hunter2'])).toBe('openssl -p*** ***')
+    expect(maskCommandLine(['env', 'PGPASSWORD=hunter2', 'REDISCLI_AUTH=x', 'LANG=C', 'psql'])).toBe('env PGPASSWORD=*** REDISCLI_AUTH=*** LANG=C psql')
+    // argv[0] is the program, never masked; other flags and plain words pass.
+    expect(maskCommandLine(['/usr/bin/keyd', '-v', '--port', '8443', 'serve'])).toBe('/usr/bin/keyd -v --port 8443 serve')
+  })
+})
+
+describe('cgroups', () => {
+  it('this process\'s cgroup paths, and the unit test that finds a systemd unit among them', async () => {
+    const own = await processCgroups(process.pid)
+    expect(own?.length).toBeGreaterThan(0)
+    expect(own?.every((p) => p.startsWith('/'))).toBe(true)
+    expect(await processCgroups(2 ** 22 + 12345)).toBeNull()
+    expect(inUnitCgroup(['/', '/system.slice/callfs.service'], 'callfs')).toBe(true)
+    expect(inUnitCgroup(['/system.slice/callfs.service/worker'], 'callfs.service')).toBe(true)
+    expect(inUnitCgroup(['/system.slice/callfs-proxy.service'], 'callfs')).toBe(false)
+    expect(inUnitCgroup(['/user.slice/callfs'], 'callfs')).toBe(false)
+    expect(inUnitCgroup(null, 'callfs')).toBe(false)
+  })
+
+  it('start times read as wall-clock times', async () => {
+    const mine = await processStartTime(process.pid)
+    const at = await startTimeToDate(mine!)
+    expect(Date.parse(at!)).toBeLessThanOrEqual(Date.now())
+    expect(Date.parse(at!)).toBeGreaterThan(Date.now() - 3600_000)
   })
 })
