@@ -1,11 +1,11 @@
 import {bodyExcerpt, jsonBody} from '../../diagnostics/http.js'
-import {listenersOnPort, type Listener} from '../../diagnostics/ports.js'
+import {inUnitCgroup, listenersOnPort, type Listener} from '../../diagnostics/ports.js'
 import {inspectCertFiles, tlsHandshake, type CertInfo, type TlsHandshake} from '../../diagnostics/tls.js'
 
 import type {CheckSpec, Finding, Fix, Status} from '../../engine/types.js'
 import {portFinding, unitFinding} from '../shared/service.js'
 import {getPath, type CallfsContext} from './context.js'
-import {generateSelfSignedFix} from './tls-fix.js'
+import {generateSelfSignedFix, plannedPairOwner} from './tls-fix.js'
 import {formatMs} from '../../util/time.js'
 
 function port(u: URL): number {
@@ -89,8 +89,10 @@ export const portConflict: CheckSpec<CallfsContext> = {
     const p = port(ctx.url)
     const callfsPid = await ctx.callfsPid()
     const unitName = ctx.target.unit
+    // CallFS is the unit's main pid, any process in the unit's cgroup (a wrapper script or a
+    // child that holds the socket), or a process named after the unit where there is no systemd.
     const isService = (l: Listener) =>
-      (callfsPid !== null && l.pid === callfsPid) || l.command === unitName || (l.cmdline?.split(' ')[0] ?? '').split('/').pop() === unitName
+      (callfsPid !== null && l.pid === callfsPid) || inUnitCgroup(l.cgroups, unitName) || l.command === unitName || (l.argv0 ?? '').split('/').pop() === unitName
     return portFinding({
       port: p,
       listeners: await listenersOnPort(p, ctx.probe()),
@@ -216,34 +218,47 @@ export const tlsCert: CheckSpec<CallfsContext> = {
     let keyFile: string | null = null
     let filesMissing = false
     let fileSelfSigned = false
+    let filesNamed = false
     if (cfg.state === 'parsed' && (await ctx.isLocal())) {
-      const protocol = getPath(cfg.value, ['server', 'protocol']) ?? 'https'
-      if (protocol === 'https') {
-        certFile = ctx.resolveConfigPath(String(getPath(cfg.value, ['server', 'cert_file']) ?? 'server.crt'), cfg.path)
-        keyFile = ctx.resolveConfigPath(String(getPath(cfg.value, ['server', 'key_file']) ?? 'server.key'), cfg.path)
-        evidence.certFile = certFile
-        evidence.keyFile = keyFile
-        const files = await inspectCertFiles(certFile, keyFile)
-        if (!files.ok) {
-          filesMissing = files.error.kind === 'not-found'
-          const permission = files.error.kind === 'permission'
-          issues.push({status: permission ? 'unknown' : 'fail', text: files.error.message, remedy: permission ? 'other' : 'regenerate'})
+      const protocol = String(getPath(cfg.value, ['server', 'protocol']) ?? 'https').toLowerCase()
+      const certSetting = getPath(cfg.value, ['server', 'cert_file'])
+      const keySetting = getPath(cfg.value, ['server', 'key_file'])
+      // "auto" serves TLS when it is given a pair: look at the files only when the config names them.
+      if (protocol === 'https' || (protocol === 'auto' && certSetting && keySetting)) {
+        filesNamed = true
+        const certPath = await ctx.resolveCallfsPath(String(certSetting ?? 'server.crt'))
+        const keyPath = await ctx.resolveCallfsPath(String(keySetting ?? 'server.key'))
+        if ('unknown' in certPath || 'unknown' in keyPath) {
+          // Go opens them relative to CallFS's working directory: without it, there is no saying
+          // whether they exist.
+          for (const p of [certPath, keyPath]) if ('unknown' in p) issues.push({status: 'unknown', text: p.unknown, remedy: 'other'})
         } else {
-          const f = files.value
-          fileSelfSigned = f.cert.selfSigned
-          evidence.file = {subject: f.cert.subject, validTo: f.cert.validTo, selfSigned: f.cert.selfSigned, keyMatches: f.keyMatches}
-          issues.push(...certIssues(`certificate file ${certFile}`, f.cert, warnDays))
-          if (!f.keyMatches) issues.push({status: 'fail', text: `${keyFile} does not match ${certFile} (different key pair)`, remedy: 'regenerate'})
-          const leaf = served?.chain[0]
-          if (leaf && leaf.fingerprint256 !== f.cert.fingerprint256) {
-            issues.push({status: 'warn', text: `CallFS serves a different certificate than ${certFile} (restart pending, or another server on the port)`, remedy: 'other'})
+          certFile = certPath.path
+          keyFile = keyPath.path
+          evidence.certFile = certFile
+          evidence.keyFile = keyFile
+          const files = await inspectCertFiles(certFile, keyFile)
+          if (!files.ok) {
+            filesMissing = files.error.kind === 'not-found'
+            const permission = files.error.kind === 'permission'
+            issues.push({status: permission ? 'unknown' : 'fail', text: files.error.message, remedy: permission ? 'other' : 'regenerate'})
+          } else {
+            const f = files.value
+            fileSelfSigned = f.cert.selfSigned
+            evidence.file = {subject: f.cert.subject, validTo: f.cert.validTo, selfSigned: f.cert.selfSigned, keyMatches: f.keyMatches}
+            issues.push(...certIssues(`certificate file ${certFile}`, f.cert, warnDays))
+            if (!f.keyMatches) issues.push({status: 'fail', text: `${keyFile} does not match ${certFile} (different key pair)`, remedy: 'regenerate'})
+            const leaf = served?.chain[0]
+            if (leaf && leaf.fingerprint256 !== f.cert.fingerprint256) {
+              issues.push({status: 'warn', text: `CallFS serves a different certificate than ${certFile} (restart pending, or another server on the port)`, remedy: 'other'})
+            }
           }
         }
       }
     }
 
-    if (url.protocol !== 'https:' && !certFile) return {status: 'skipped', summary: `${url.origin} is plain HTTP and no certificate files are configured`}
-    if (!served && !certFile) {
+    if (url.protocol !== 'https:' && !filesNamed) return {status: 'skipped', summary: `${url.origin} is plain HTTP and no certificate files are configured`}
+    if (!served && !filesNamed) {
       // Nothing answers and no cert_file is known: there is no certificate here to judge.
       const refused = handshakeProblem !== null && /refused/.test(handshakeProblem)
       return handshakeProblem && !refused
@@ -260,13 +275,17 @@ export const tlsCert: CheckSpec<CallfsContext> = {
     const status = issues[0]?.status ?? 'unknown'
     evidence.issues = issues.map((i) => i.text)
     const summary = issues.map((i) => i.text).join('; ')
-    const devSetup = (filesMissing || fileSelfSigned || (served?.chain[0]?.selfSigned ?? false)) && certFile !== null && keyFile !== null
+    // A dev setup, where a self-signed pair is what the operator already runs: the served leaf is
+    // self-signed, or nothing is served and the files are missing or self-signed. A CA-issued
+    // certificate never gets a self-signed one in its place.
+    const servedLeaf = served?.chain[0]
+    const devSetup = servedLeaf ? servedLeaf.selfSigned : filesMissing || fileSelfSigned
     const actionable = issues.filter((i) => i.status === 'fail' || i.status === 'warn')
     let fix: Fix | undefined
     if (status === 'fail' || status === 'warn') {
       fix =
         devSetup && certFile && keyFile && actionable.some((i) => i.remedy === 'regenerate')
-          ? generateSelfSignedFix(certFile, keyFile, url.hostname, ctx.target.unit, ctx.probe(), warnDays)
+          ? generateSelfSignedFix(certFile, keyFile, url.hostname, ctx.target.unit, ctx.probe(), warnDays, await plannedPairOwner(certFile, keyFile, await ctx.serviceUser()))
           : actionable.every((i) => i.remedy === 'trust')
             ? trustFix(url, certFile, served?.chain[0]?.selfSigned ?? false)
             : {

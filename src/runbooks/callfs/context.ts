@@ -1,7 +1,10 @@
-import {dirname, isAbsolute, resolve} from 'node:path'
+import {readlink} from 'node:fs/promises'
+import {isAbsolute, resolve} from 'node:path'
 
 import type {CallfsTarget} from '../../config/types.js'
 import {CheckContext, type RunSettings} from '../../engine/context.js'
+import {registerSecret} from '../../engine/redact.js'
+import {lookupUser, type UserInfo} from '../../diagnostics/files.js'
 import {httpRequest, type HttpRequest, type HttpResponse} from '../../diagnostics/http.js'
 import {parseYaml, readTextFile, type Position} from '../../diagnostics/parsers.js'
 import {withPostgres, type SqlRunner} from '../../diagnostics/postgres.js'
@@ -28,6 +31,56 @@ export function getPath(value: unknown, path: string[]): unknown {
   }
   return v
 }
+
+/** A string value, or nothing. */
+function str(v: unknown): string | undefined {
+  return typeof v === 'string' && v !== '' ? v : undefined
+}
+
+/** The password of a PostgreSQL DSN, URL form (postgres://u:p@h/db) or keyword form (password=p). */
+function dsnPassword(dsn: string): string[] {
+  const found: string[] = []
+  try {
+    const u = new URL(dsn)
+    if (u.password) {
+      found.push(u.password)
+      try {
+        found.push(decodeURIComponent(u.password))
+      } catch {
+        // not percent-encoded after all
+      }
+    }
+  } catch {
+    // not a URL: keyword/value
+  }
+  const kw = /\bpassword\s*=\s*('(?:[^'\\]|\\.)*'|\S+)/i.exec(dsn)
+  if (kw?.[1]) found.push(kw[1].startsWith("'") ? kw[1].slice(1, -1).replace(/\\(.)/g, '$1') : kw[1])
+  return found
+}
+
+/**
+ * Every secret CallFS's config.yaml holds, registered the moment it is parsed, so nothing opsctl
+ * prints can carry one: the DSN password, Redis passwords, API keys, the internal secrets.
+ */
+export function registerCallfsConfigSecrets(value: Record<string, unknown>): void {
+  const dsn = str(getPath(value, ['metadata_store', 'dsn']))
+  if (dsn) for (const p of dsnPassword(dsn)) registerSecret(p)
+  for (const path of [
+    ['dlm', 'redis_password'],
+    ['metadata_store', 'redis_password'],
+    ['auth', 'internal_proxy_secret'],
+    ['auth', 'single_use_link_secret'],
+    ['backend', 's3_secret_key'],
+  ]) {
+    registerSecret(str(getPath(value, path)))
+  }
+  const keys = getPath(value, ['auth', 'api_keys'])
+  if (Array.isArray(keys)) for (const k of keys) registerSecret(str(k))
+}
+
+// CALLFS_* variables of the running CallFS that hold secrets (the same settings as above); of a
+// DSN only the password is one.
+const SECRET_ENV = /^CALLFS_.*(KEYS?|SECRET|PASSWORD)$/
 
 export class CallfsContext extends CheckContext<CallfsTarget> {
   get url(): URL {
@@ -72,6 +125,7 @@ export class CallfsContext extends CheckContext<CallfsTarget> {
       const parsed = await parseYaml(read.value)
       if (!parsed.ok) return {state: 'invalid', path, message: parsed.message, position: parsed.position}
       const value = parsed.value.value
+      if (value !== null && typeof value === 'object' && !Array.isArray(value)) registerCallfsConfigSecrets(value as Record<string, unknown>)
       if (value === null || value === undefined) return {state: 'parsed', path, value: {}, positionOf: () => null}
       if (typeof value !== 'object' || Array.isArray(value)) {
         return {state: 'invalid', path, message: 'the file is not a YAML mapping of settings', position: {line: 1, col: 1}}
@@ -80,9 +134,40 @@ export class CallfsContext extends CheckContext<CallfsTarget> {
     })
   }
 
-  /** A path from CallFS's config, resolved against the config file's directory as CallFS does. */
-  resolveConfigPath(file: string, configPath: string): string {
-    return isAbsolute(file) ? file : resolve(dirname(configPath), file)
+  /**
+   * A path from CallFS's config as CallFS opens it: a relative one against the working directory
+   * of the running CallFS (Go opens cert_file/key_file relative to it), which is known only when
+   * its process is — otherwise the reason why the path cannot be resolved.
+   */
+  async resolveCallfsPath(file: string): Promise<{path: string} | {unknown: string}> {
+    if (isAbsolute(file)) return {path: file}
+    const cwd = await this.callfsCwd()
+    return cwd ? {path: resolve(cwd, file)} : {unknown: `${file}: relative path, CallFS's working directory unknown (no running CallFS process to read it from)`}
+  }
+
+  /** The working directory of the running CallFS (/proc/<pid>/cwd), if there is one and it is readable. */
+  callfsCwd(): Promise<string | null> {
+    return this.memo('cwd', async () => {
+      const pid = await this.callfsPid()
+      if (!pid) return null
+      return readlink(`/proc/${pid}/cwd`).catch(() => null)
+    })
+  }
+
+  /**
+   * The user CallFS runs as: systems.callfs.service_user, else the User= of its (loaded) unit,
+   * root when the unit sets none; null when neither is known or the user does not exist here.
+   */
+  serviceUser(): Promise<UserInfo | null> {
+    return this.memo('service-user', async () => {
+      let name = this.target.service_user
+      if (!name) {
+        const unit = await this.unit()
+        if (!unit.ok || unit.value.loadState !== 'loaded') return null
+        name = unit.value.user ?? 'root'
+      }
+      return lookupUser(name)
+    })
   }
 
   unit(): Promise<ProbeResult<UnitStatus>> {
@@ -118,7 +203,14 @@ export class CallfsContext extends CheckContext<CallfsTarget> {
       const pid = await this.callfsPid()
       if (!pid) return {reason: 'no running CallFS process found'}
       const env = await processEnvironment(pid)
-      return env.ok ? {env: env.value, pid} : {reason: env.error.message}
+      if (!env.ok) return {reason: env.error.message}
+      for (const [name, value] of Object.entries(env.value)) {
+        if (/^CALLFS_.*DSN$/.test(name)) for (const p of dsnPassword(value)) registerSecret(p)
+        if (!SECRET_ENV.test(name)) continue
+        registerSecret(value)
+        for (const k of value.split(',')) registerSecret(k.trim())
+      }
+      return {env: env.value, pid}
     })
   }
 

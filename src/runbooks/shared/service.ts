@@ -63,7 +63,9 @@ export function restartUnitFix(unit: string, checkProbe: ProbeOptions, id: strin
       const probe = withFixSignal(checkProbe, signal)
       // Guard: if it came back by itself since the diagnosis, leave it alone.
       const now = await systemdUnitStatus(unit, probe)
-      if (now.ok && now.value.activeState === 'active') return {ok: true, detail: `${unit} is active again; left alone`}
+      // Without a fresh look at the unit there is no telling whether a restart is still wanted.
+      if (!now.ok) return {ok: false, detail: 'could not re-check the unit; nothing restarted'}
+      if (now.value.activeState === 'active') return {ok: true, detail: `${unit} is active again; left alone`}
       const r = await runCommand('systemctl', ['restart', unit], probe)
       if (!r.ok) return {ok: false, detail: r.error.message}
       if (r.value.exitCode !== 0) {
@@ -137,13 +139,20 @@ function describe(l: Listener): string {
   return l.pid ? `${l.command ?? '?'} (pid ${l.pid})` : `a process not visible to opsctl (uid ${l.uid})`
 }
 
+/** Who a process is, for a plan and the audit: its name, pid, program and start — never its arguments. */
+function identify(l: Listener & {pid: number}): string {
+  const name = l.command ?? '?'
+  const program = l.argv0 && l.argv0 !== name ? `, ${l.argv0}` : ''
+  return `${name} (pid ${l.pid}${program}, started ${l.startedAt ?? 'at an unknown time'})`
+}
+
 export function stopProcessFix(l: Listener & {pid: number; startTime: number}, port: number, id: string, graceMs: number, probe: ProbeOptions): Fix {
   const name = l.command ?? String(l.pid)
   return {
     id,
     title: `Stop ${name} (pid ${l.pid}), which holds port ${port}`,
     plan: [
-      `send SIGTERM to ${name} (pid ${l.pid}, ${l.cmdline ?? 'command line unknown'}) — only while that same process still listens on :${port}`,
+      `send SIGTERM to ${identify(l)} — only while that same process still listens on :${port}`,
       `if it is still running after ${Math.round(graceMs / 1000)}s, send SIGKILL`,
     ],
     commands: [`sudo kill ${l.pid}`, `sudo kill -9 ${l.pid}   # only if it ignores SIGTERM`],
@@ -160,6 +169,32 @@ export function stopProcessFix(l: Listener & {pid: number; startTime: number}, p
   }
 }
 
+// Processes that hold a port on behalf of something else: stopping one cuts a container (or every
+// socket-activated service) off, and the owner starts it again. Never stopped by opsctl.
+const PORT_FORWARDERS = new Set(['docker-proxy', 'rootlessport', 'rootlessport-child', 'conmon', 'slirp4netns', 'pasta'])
+
+function forwarderOf(l: Listener): string | null {
+  if (l.pid === 1) return 'init'
+  const names = [l.command, l.argv0?.split('/').pop()].filter((n): n is string => Boolean(n)).map((n) => n.replace(/\.avx2$/, ''))
+  return names.find((n) => PORT_FORWARDERS.has(n)) ?? null
+}
+
+function forwarderFix(l: Listener, forwarder: string, i: PortCheckInput): Fix {
+  const what =
+    forwarder === 'init'
+      ? `pid 1 (${l.command ?? 'init'}) holds :${i.port}: a systemd socket unit, or the init of a container, owns the port — stop that socket or container, not pid 1`
+      : `${forwarder} (pid ${l.pid}) forwards :${i.port} to a container: stop or re-map the container that publishes it, not the proxy (its runtime would start it again)`
+  return {
+    id: i.manualFixId,
+    title: `Free port ${i.port} or move ${i.serviceName} to another port`,
+    plan: [what, i.changePortHint],
+    commands:
+      forwarder === 'init'
+        ? [`systemctl list-sockets --all | grep ':${i.port}'`, `sudo ss -ltnp 'sport = :${i.port}'`]
+        : [`docker ps --filter publish=${i.port}`, `podman ps --filter publish=${i.port}`, `sudo ss -ltnp 'sport = :${i.port}'`],
+  }
+}
+
 /** Who holds the service's port: nobody (fine), the service (fine), or something else (the conflict). */
 export function portFinding(i: PortCheckInput): Finding {
   if (!i.listeners.ok) {
@@ -168,13 +203,15 @@ export function portFinding(i: PortCheckInput): Finding {
   const listeners = i.listeners.value
   const evidence: Record<string, unknown> = {
     port: i.port,
-    listeners: listeners.map((l) => ({address: l.address, pid: l.pid, command: l.command, cmdline: l.cmdline})),
+    listeners: listeners.map((l) => ({address: l.address, pid: l.pid, command: l.command, cmdline: l.cmdline, startedAt: l.startedAt})),
   }
   if (listeners.length === 0) return {status: 'ok', summary: `nothing listens on :${i.port}; the port is free for ${i.serviceName}`, evidence}
   const foreign = listeners.filter((l) => !i.isService(l))
   if (foreign.length === 0) return {status: 'ok', summary: `${i.serviceName} listens on :${i.port} (${describe(listeners[0] as Listener)})`, evidence}
   const culprit = foreign[0] as Listener
-  const summary = `port ${i.port} is held by ${describe(culprit)}, not ${i.serviceName}`
+  const forwarder = forwarderOf(culprit)
+  const summary = `port ${i.port} is held by ${describe(culprit)}${forwarder && forwarder !== 'init' ? ', a container port forwarder' : ''}, not ${i.serviceName}`
+  if (forwarder) return {status: 'fail', summary, evidence, fix: forwarderFix(culprit, forwarder, i)}
   if (culprit.pid && culprit.startTime !== null && culprit.pid !== process.pid) {
     return {status: 'fail', summary, evidence, fix: stopProcessFix({...culprit, pid: culprit.pid, startTime: culprit.startTime}, i.port, i.stopFixId, i.probe.timeoutMs, i.probe)}
   }

@@ -4,7 +4,7 @@
 
 import {spawn, type ChildProcess} from 'node:child_process'
 import {randomBytes} from 'node:crypto'
-import {copyFile, mkdtemp, readFile, rm, symlink, writeFile} from 'node:fs/promises'
+import {access, copyFile, mkdir, mkdtemp, readFile, rm, rmdir, symlink, writeFile} from 'node:fs/promises'
 import {join} from 'node:path'
 import {fileURLToPath} from 'node:url'
 import {afterAll, afterEach, beforeAll, beforeEach, describe, expect, it} from 'vitest'
@@ -213,6 +213,32 @@ describe('callfs.process.down with systemd', () => {
   })
 })
 
+describe('callfs.process.down: the restart guard cannot see the unit', () => {
+  it('systemctl show fails when the fix runs: nothing is restarted', async () => {
+    await systemd({active: 'failed'})
+    const run = await walkFor('callfs.process.down')
+    // From now on `systemctl show` fails as it does when the bus times out; every other verb is the fake's.
+    const brokenDir = await mkdtemp(join(w.dir, 'broken-'))
+    await writeFile(
+      join(brokenDir, 'systemctl'),
+      `#!/usr/bin/env bash\ncase " $* " in *" show "*) echo 'Failed to get properties: Connection timed out' >&2; exit 1 ;; esac\nexec ${join(FAKEBIN, 'systemctl')} "$@"\n`,
+      {mode: 0o755},
+    )
+    const path = process.env.PATH
+    process.env.PATH = `${brokenDir}:${path ?? ''}`
+    try {
+      const audit = await w.applyYes(run)
+      const outcome = report(run, 'callfs.process.down').outcome
+      expect(outcome).toMatchObject({decision: 'applied', ok: false, verified: false})
+      expect(outcome?.detail).toMatch(/^could not re-check the unit; nothing restarted(;|$)/)
+      expect(audit[0]).toMatchObject({remediation: 'callfs.process.restart', decision: 'applied', result: {ok: false, detail: expect.stringMatching(/^could not re-check the unit; nothing restarted/)}})
+    } finally {
+      process.env.PATH = path
+    }
+    expect((await calls()).filter((c) => /restart|start|stop/.test(c))).toEqual([])
+  })
+})
+
 describe('callfs.process.down: a restart that hangs', () => {
   it('is stopped at the fix deadline: no systemctl is left running after remediate returns', async () => {
     await systemd({active: 'failed'})
@@ -388,5 +414,93 @@ describe('callfs.port.conflict', () => {
     )
     expect(isRunning(second.child)).toBe(true)
     expect(audit[0]).toMatchObject({remediation: 'callfs.port.stop-process', decision: 'applied', verified: false})
+  })
+})
+
+// ---------------------------------------------------------------------------------------------
+
+/** A cgroup named like systemd's for the unit (…/<unit>.service) in a writable hierarchy, with `pid` in it; removes it. */
+async function inUnitCgroup(pid: number): Promise<() => Promise<void>> {
+  const roots = ['/sys/fs/cgroup/systemd', '/sys/fs/cgroup/unified', '/sys/fs/cgroup']
+  let root: string | undefined
+  for (const r of roots) {
+    if (await access(join(r, 'cgroup.procs')).then(() => true, () => false)) {
+      root = r
+      break
+    }
+  }
+  if (!root) throw new Error('this test needs a writable cgroup hierarchy')
+  const parent = join(root, `opsctl-test-${randomBytes(3).toString('hex')}`)
+  const leaf = join(parent, `${UNIT}.service`)
+  await mkdir(leaf, {recursive: true})
+  await writeFile(join(leaf, 'cgroup.procs'), `${pid}\n`)
+  return async () => {
+    // The process is gone (killed by the caller) before its cgroup can be removed.
+    await waitUntil(async () => (await readFile(join(leaf, 'cgroup.procs'), 'utf8').catch(() => '')).trim() === '')
+    await rmdir(leaf)
+    await rmdir(parent)
+  }
+}
+
+describe('callfs.port.conflict: who counts as CallFS, who is never stopped', () => {
+  it('a process in the unit\'s cgroup (a wrapper\'s child, whatever its name) is CallFS itself', async () => {
+    const {child, port} = await startListener(0)
+    const removeCgroup = await inUnitCgroup(child.pid as number)
+    try {
+      const cgroup = await readFile(`/proc/${child.pid}/cgroup`, 'utf8')
+      expect(cgroup).toContain(`/${UNIT}.service`)
+      const r = await check('callfs.port.conflict', {url: `https://localhost:${port}`})
+      expect(r.status).toBe('ok')
+      expect(r.summary).toBe(`CallFS listens on :${port} (node (pid ${child.pid}))`)
+      expect(r.remediation).toBeNull()
+    } finally {
+      child.kill('SIGKILL')
+      await exited(child)
+      await removeCgroup()
+    }
+  })
+
+  it('docker-proxy holds the port: fail with the manual fix only — opsctl never stops a container\'s proxy', async () => {
+    const dir = await mkdtemp(join(w.dir, 'bin-'))
+    const exe = join(dir, 'docker-proxy')
+    await symlink(process.execPath, exe)
+    const {child, port} = await startListener(0, exe)
+    const r = await check('callfs.port.conflict', {url: `https://localhost:${port}`})
+    expect(r.status).toBe('fail')
+    expect(r.summary).toBe(`port ${port} is held by docker-proxy (pid ${child.pid}), a container port forwarder, not CallFS`)
+    expect(r.remediation).toMatchObject({
+      id: 'callfs.port.change-port',
+      automated: false,
+      risk: null,
+      plan: [
+        `docker-proxy (pid ${child.pid}) forwards :${port} to a container: stop or re-map the container that publishes it, not the proxy (its runtime would start it again)`,
+        expect.stringContaining('server.listen_addr'),
+      ],
+      commands: [`docker ps --filter publish=${port}`, `podman ps --filter publish=${port}`, `sudo ss -ltnp 'sport = :${port}'`],
+    })
+    expect(r.fix?.apply).toBeUndefined()
+
+    // Walked and run as --yes: nothing is applied, the proxy keeps running.
+    const run = await w.walk({unit: UNIT, url: `https://localhost:${port}`})
+    expect(pendingFixes([run]).map((p) => p.fix.id)).not.toContain('callfs.port.stop-process')
+    expect(isRunning(child)).toBe(true)
+  })
+
+  it('the stop plan names the process by name, pid, program and start time — never its arguments', async () => {
+    const secret = `hunter2-${randomBytes(6).toString('hex')}`
+    const script = `const s=require('net').createServer(c=>c.end());s.listen(0,'127.0.0.1',()=>console.log(s.address().port));process.on('SIGTERM',()=>process.exit(0))`
+    const child = spawn(process.execPath, ['-e', script, '--', '--db-url', `postgres://app:${secret}@db/app`, 'positional-secret-arg'], {stdio: ['ignore', 'pipe', 'inherit']})
+    children.push(child)
+    const port = await new Promise<number>((resolve) => child.stdout?.once('data', (d: Buffer) => resolve(Number(d.toString().trim()))))
+    const r = await check('callfs.port.conflict', {url: `https://localhost:${port}`})
+    expect(r.status).toBe('fail')
+    const plan = r.remediation?.plan ?? []
+    expect(plan[0]).toMatch(new RegExp(`^send SIGTERM to node \\(pid ${child.pid}, ${process.execPath.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}, started \\d{4}-\\d\\d-\\d\\dT\\d\\d:\\d\\d:\\d\\dZ\\) — only while that same process still listens on :${port}$`))
+    const started = Date.parse(/started (\S+)\)/.exec(plan[0] ?? '')?.[1] ?? '')
+    expect(Math.abs(started - Date.now())).toBeLessThan(120_000)
+    const json = JSON.stringify(plan)
+    expect(json).not.toContain('positional-secret-arg')
+    expect(json).not.toContain('createServer')
+    expect(JSON.stringify(r)).not.toContain(secret)
   })
 })

@@ -2,9 +2,10 @@
 // named in a real config.yaml — valid, expired, expiring, for another host, self-signed and not
 // trusted, with a key of another pair, missing — and the self-signed fix applied for real.
 
+import {execFileSync, spawn, type ChildProcess} from 'node:child_process'
 import {X509Certificate} from 'node:crypto'
 import {randomBytes} from 'node:crypto'
-import {copyFile, mkdtemp, readFile, readdir, rm, stat, writeFile} from 'node:fs/promises'
+import {chmod, chown, copyFile, lstat, mkdtemp, readFile, readdir, readlink, rm, stat, symlink, writeFile} from 'node:fs/promises'
 import {join} from 'node:path'
 import {afterAll, beforeAll, describe, expect, it} from 'vitest'
 
@@ -15,7 +16,8 @@ import {createCa, issueCert, makeCertDir, mismatchedKey, type CertAuthority, typ
 import {startCallfsSim, type CallfsSim} from '../../../src/lab/callfs.js'
 import {generateSelfSignedFix, sanCovers} from '../../../src/runbooks/callfs/tls-fix.js'
 import {API_KEY, startCallfsWorld, validCallfsConfig, type CallfsWorld} from '../../support/callfs-world.js'
-import {freePort} from '../../support/ports.js'
+import {freePort, systemUser} from '../../support/ports.js'
+import {exited, isRunning, waitUntil} from '../../support/processes.js'
 
 // This file's own unit name (≤ 15 characters): the walk looks for a process named after it.
 const UNIT = `cfs-tls-${randomBytes(3).toString('hex')}`
@@ -25,6 +27,7 @@ let w: CallfsWorld
 let certDir: string
 let ca: CertAuthority
 const sims: CallfsSim[] = []
+const children: ChildProcess[] = []
 
 beforeAll(async () => {
   w = await startCallfsWorld({sim: false})
@@ -32,6 +35,12 @@ beforeAll(async () => {
   ca = await createCa(certDir)
 })
 afterAll(async () => {
+  await Promise.all(children.map(async (c) => {
+    if (isRunning(c)) {
+      c.kill('SIGKILL')
+      await exited(c)
+    }
+  }))
   await Promise.allSettled(sims.map((s) => s.stop()))
   await w?.stop()
   if (certDir) await rm(certDir, {recursive: true, force: true})
@@ -386,4 +395,222 @@ describe('sanCovers (the fix guard\'s host test)', () => {
     expect(sanCovers(['IP Address:0:0:0:0:0:0:0:2'], '[::1]')).toBe(false)
     expect(sanCovers([], 'localhost')).toBe(false)
   })
+})
+
+// ---------------------------------------------------------------------------------------------
+
+describe('callfs.tls.cert: certificate paths as CallFS resolves them', () => {
+  /** CallFS (a real process named after the unit) running in `cwd`, as systemd's WorkingDirectory= would start it. */
+  async function callfsIn(cwd: string): Promise<ChildProcess> {
+    const bin = join(await mkdtemp(join(w.dir, 'bin-')), UNIT)
+    await copyFile('/bin/sleep', bin)
+    const child = spawn(bin, ['300'], {cwd, stdio: 'ignore'})
+    children.push(child)
+    await waitUntil(async () => (await readlink(`/proc/${child.pid}/cwd`).catch(() => '')) === cwd && (await readFile(`/proc/${child.pid}/comm`, 'utf8').catch(() => '')).trim() === UNIT)
+    return child
+  }
+
+  async function stopChild(c: ChildProcess): Promise<void> {
+    if (!isRunning(c)) return
+    c.kill('SIGKILL')
+    await exited(c)
+  }
+
+  /** A config naming the pair by relative paths, as config.yaml.example does. */
+  async function relativeConfig(): Promise<string> {
+    const path = join(w.dir, `config-${randomBytes(4).toString('hex')}.yaml`)
+    await writeFile(path, validCallfsConfig({dataDir: w.dataDir, certFile: 'server.crt', keyFile: 'server.key', dsn: 'postgres://callfs@127.0.0.1:1/callfs', redisAddr: '127.0.0.1:1'}))
+    return path
+  }
+
+  it('relative cert_file/key_file are read from the working directory of the running CallFS, not the config file\'s', async () => {
+    const pair = await cert()
+    const cwd = await mkdtemp(join(w.dir, 'callfs-cwd-'))
+    await copyFile(pair.certFile, join(cwd, 'server.crt'))
+    await copyFile(pair.keyFile, join(cwd, 'server.key'))
+    const child = await callfsIn(cwd)
+    try {
+      const port = await freePort()
+      const r = await tlsCheck(target(`https://localhost:${port}`, await relativeConfig(), {}))
+      expect(r.status).toBe('ok')
+      expect(r.summary).toBe(`certificate file ${join(cwd, 'server.crt')} valid and matches its key`)
+      expect(r.evidence).toMatchObject({certFile: join(cwd, 'server.crt'), keyFile: join(cwd, 'server.key')})
+    } finally {
+      await stopChild(child)
+    }
+  })
+
+  it('relative paths with no running CallFS: unknown, never "does not exist", and no fix that writes files', async () => {
+    const port = await freePort()
+    const r = await tlsCheck(target(`https://localhost:${port}`, await relativeConfig(), {}))
+    expect(r.status).toBe('unknown')
+    expect(r.evidence.issues).toEqual([
+      "server.crt: relative path, CallFS's working directory unknown (no running CallFS process to read it from)",
+      "server.key: relative path, CallFS's working directory unknown (no running CallFS process to read it from)",
+    ])
+    expect(r.summary).not.toContain('does not exist')
+    expect(r.remediation).toBeNull()
+  })
+
+  it('relative paths next to a served certificate that is fine: the served part is judged, the file part unknown', async () => {
+    const pair = await cert()
+    const r = await tlsCheck(target(await serve(pair), await relativeConfig(), {ca_file: pair.certFile}))
+    expect(r.status).toBe('unknown')
+    expect(r.summary).toMatch(/^server\.crt: relative path, CallFS's working directory unknown/)
+    expect(r.evidence).toMatchObject({served: {subject: 'CN=localhost', authorized: true}})
+  })
+
+  it('a CA-issued certificate served while the configured files are missing: the manual renew fix, never a self-signed pair', async () => {
+    const pair = await cert({ca, notBefore: new Date(Date.now() - 100 * DAY), notAfter: new Date(Date.now() - 2 * DAY)})
+    const dir = await mkdtemp(join(w.dir, 'tls-ca-missing-'))
+    const r = await tlsCheck(target(await serve(pair), await configWith(join(dir, 'server.crt'), join(dir, 'server.key')), {ca_file: ca.certFile}))
+    expect(r.status).toBe('fail')
+    expect(r.evidence.issues).toEqual([expect.stringMatching(/^served certificate expired /), `certificate file ${join(dir, 'server.crt')} does not exist`])
+    expect(r.remediation).toMatchObject({id: 'callfs.tls.renew', automated: false})
+    expect(r.fix?.apply).toBeUndefined()
+  })
+})
+
+// ---------------------------------------------------------------------------------------------
+
+describe('the self-signed fix in a certificate directory others can write', () => {
+  const nobody = systemUser('nobody')
+  if (!nobody) throw new Error('these tests need the user "nobody"')
+
+  /** A certificate directory owned by the CallFS user (nobody), and a root-only file outside it. */
+  async function hostileDir(): Promise<{dir: string; certFile: string; keyFile: string; victim: string; victimText: string}> {
+    const base = await mkdtemp(join(w.dir, 'tls-hostile-'))
+    const dir = join(base, 'certs')
+    await mkdtemp(join(base, 'x-')) // something else in base, so the listing check below has company
+    await (await import('node:fs/promises')).mkdir(dir)
+    await chown(dir, nobody!.uid, nobody!.gid)
+    const victim = join(base, 'victim')
+    const victimText = `IMPORTANT ROOT-OWNED FILE ${randomBytes(8).toString('hex')}\n`
+    await writeFile(victim, victimText, {mode: 0o600})
+    return {dir, certFile: join(dir, 'server.crt'), keyFile: join(dir, 'server.key'), victim, victimText}
+  }
+
+  async function expectVictimIntact(victim: string, text: string): Promise<void> {
+    expect(await readFile(victim, 'utf8')).toBe(text)
+    const s = await stat(victim)
+    expect([s.uid, s.gid, s.mode & 0o7777]).toEqual([0, 0, 0o600])
+  }
+
+  function fixFor(certFile: string, keyFile: string, owner: Parameters<typeof generateSelfSignedFix>[6] = null) {
+    return generateSelfSignedFix(certFile, keyFile, 'localhost', UNIT, {timeoutMs: 5000}, 1, owner)
+  }
+
+  it('a symlink planted where the key goes: refused, nothing changed inside or outside the directory', async () => {
+    const h = await hostileDir()
+    await symlink(h.victim, h.keyFile)
+    const before = (await readdir(h.dir)).sort()
+    const result = await fixFor(h.certFile, h.keyFile).apply?.(new AbortController().signal)
+    expect(result).toEqual({
+      ok: false,
+      detail: `${h.keyFile} is a symbolic link: refusing to write through it (whoever can write ${h.dir} could point it at any file); replace it by hand; nothing changed`,
+    })
+    await expectVictimIntact(h.victim, h.victimText)
+    expect((await readdir(h.dir)).sort()).toEqual(before)
+    expect((await lstat(h.keyFile)).isSymbolicLink()).toBe(true)
+  })
+
+  it('a symlink planted at the name of a backup: refused, nothing changed', async () => {
+    const h = await hostileDir()
+    const old = await cert({notBefore: new Date(Date.now() - 100 * DAY), notAfter: new Date(Date.now() - DAY)})
+    await copyFile(old.certFile, h.certFile)
+    await copyFile(old.keyFile, h.keyFile)
+    const fix = fixFor(h.certFile, h.keyFile)
+    const backup = /^keep the current files as (\S+) and (\S+) /.exec(fix.plan[0] ?? '')
+    expect(backup?.[2]).toMatch(/server\.key\.bak-\d{8}T\d{6}Z$/)
+    await symlink(h.victim, backup?.[2] ?? 'none')
+    const before = (await readdir(h.dir)).sort()
+    const result = await fix.apply?.(new AbortController().signal)
+    expect(result).toEqual({ok: false, detail: `the backup name ${backup?.[2]} is taken by a symbolic link; nothing changed`})
+    await expectVictimIntact(h.victim, h.victimText)
+    expect((await readdir(h.dir)).sort()).toEqual(before)
+    expect(await readFile(h.certFile, 'utf8')).toBe(old.cert)
+    expect(await readFile(h.keyFile, 'utf8')).toBe(old.key)
+  })
+
+  it('symlinks at the names an older opsctl wrote through (*.new) are never touched: the pair is written beside them', async () => {
+    const h = await hostileDir()
+    await symlink(h.victim, `${h.keyFile}.new`)
+    await symlink(h.victim, `${h.certFile}.new`)
+    const result = await fixFor(h.certFile, h.keyFile).apply?.(new AbortController().signal)
+    expect(result).toEqual({ok: true, detail: `wrote a self-signed pair for localhost (365 days); restart ${UNIT} to serve it`})
+    await expectVictimIntact(h.victim, h.victimText)
+    expect((await readdir(h.dir)).sort()).toEqual(['server.crt', 'server.crt.new', 'server.key', 'server.key.new'])
+    for (const f of [h.certFile, h.keyFile]) expect((await lstat(f)).isFile()).toBe(true)
+    const files = await inspectCertFiles(h.certFile, h.keyFile)
+    expect(files.ok && files.value.keyMatches).toBe(true)
+  })
+
+  it('the certificate cannot follow the key into place: the old key is put back, nothing changed', async () => {
+    const h = await hostileDir()
+    const old = await cert({notBefore: new Date(Date.now() - 100 * DAY), notAfter: new Date(Date.now() - DAY)})
+    await copyFile(old.certFile, h.certFile)
+    await copyFile(old.keyFile, h.keyFile)
+    await chmod(h.keyFile, 0o640)
+    await chown(h.keyFile, nobody!.uid, nobody!.gid)
+    const before = (await readdir(h.dir)).sort()
+    // An immutable certificate file: even root cannot rename over it.
+    execFileSync('chattr', ['+i', h.certFile])
+    try {
+      const result = await fixFor(h.certFile, h.keyFile).apply?.(new AbortController().signal)
+      expect(result).toEqual({ok: false, detail: `cannot move the new certificate into place as ${h.certFile}: EPERM (rename); the key was put back; nothing changed`})
+    } finally {
+      execFileSync('chattr', ['-i', h.certFile])
+    }
+    expect((await readdir(h.dir)).sort()).toEqual(before)
+    expect(await readFile(h.keyFile, 'utf8')).toBe(old.key)
+    const k = await stat(h.keyFile)
+    expect([k.uid, k.gid, k.mode & 0o777]).toEqual([nobody!.uid, nobody!.gid, 0o640])
+    expect(await readFile(h.certFile, 'utf8')).toBe(old.cert)
+  })
+
+  it('an existing pair owned by the CallFS user: replaced with the same owner; the backups keep owner and mode', async () => {
+    const h = await hostileDir()
+    const old = await cert({notBefore: new Date(Date.now() - 100 * DAY), notAfter: new Date(Date.now() - DAY)})
+    await copyFile(old.certFile, h.certFile)
+    await copyFile(old.keyFile, h.keyFile)
+    await chmod(h.keyFile, 0o600)
+    for (const f of [h.certFile, h.keyFile]) await chown(f, nobody!.uid, nobody!.gid)
+    const port = await freePort()
+    const {tls} = await walkAndFixHere(target(`https://localhost:${port}`, await configWith(h.certFile, h.keyFile), {}))
+    expect(tls.remediation?.plan).toContain(`move the new pair into place as ${h.keyFile} (mode 0600) and ${h.certFile} (mode 0644), owned by nobody (uid ${nobody!.uid}, gid ${nobody!.gid}), the owner of the current server.key`)
+    expect(tls.outcome).toMatchObject({decision: 'applied', ok: true, verified: true})
+    for (const f of [h.certFile, h.keyFile]) expect([(await stat(f)).uid, (await stat(f)).gid]).toEqual([nobody!.uid, nobody!.gid])
+    expect((await stat(h.keyFile)).mode & 0o777).toBe(0o600)
+    const files = (await readdir(h.dir)).sort()
+    const bakKey = files.find((f) => /^server\.key\.bak-/.test(f))
+    expect(files).toHaveLength(4)
+    const b = await stat(join(h.dir, bakKey ?? 'none'))
+    expect([b.uid, b.gid, b.mode & 0o777]).toEqual([nobody!.uid, nobody!.gid, 0o600])
+    expect(await readFile(join(h.dir, bakKey ?? 'none'), 'utf8')).toBe(old.key)
+    await expectVictimIntact(h.victim, h.victimText)
+  })
+
+  it('no files yet: the new pair belongs to the CallFS service user, so a CallFS that is not root can read its key', async () => {
+    const h = await hostileDir()
+    const port = await freePort()
+    const {tls} = await walkAndFixHere({...target(`https://localhost:${port}`, await configWith(h.certFile, h.keyFile), {}), service_user: 'nobody'})
+    expect(tls.remediation?.plan).toContain(`move the new pair into place as ${h.keyFile} (mode 0600) and ${h.certFile} (mode 0644), owned by nobody (uid ${nobody!.uid}, gid ${nobody!.gid}), the CallFS service user`)
+    expect(tls.outcome).toMatchObject({decision: 'applied', ok: true, verified: true})
+    const k = await stat(h.keyFile)
+    expect([k.uid, k.gid, k.mode & 0o777]).toEqual([nobody!.uid, nobody!.gid, 0o600])
+    const c = await stat(h.certFile)
+    expect([c.uid, c.gid, c.mode & 0o777]).toEqual([nobody!.uid, nobody!.gid, 0o644])
+    expect((await readdir(h.dir)).sort()).toEqual(['server.crt', 'server.key'])
+  })
+
+  /** Walk, keep only the TLS fix, apply it as --yes does; the TLS report. */
+  async function walkAndFixHere(overrides: Record<string, unknown>) {
+    const run = await w.walk(overrides)
+    const tls = run.report.checks.find((c) => c.id === 'callfs.tls.cert')
+    if (!tls) throw new Error('no tls report')
+    expect(tls.remediation).toMatchObject({id: 'callfs.tls.generate-self-signed', automated: true, risk: 'safe'})
+    for (const other of [...run.fixes.keys()]) if (other !== 'callfs.tls.cert') run.fixes.delete(other)
+    await w.applyYes(run, 5000)
+    return {tls}
+  }
 })
