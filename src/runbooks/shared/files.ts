@@ -2,10 +2,10 @@
 
 import {constants as fsConstants} from 'node:fs'
 import {access, lstat, mkdir, open, opendir, realpath, type FileHandle} from 'node:fs/promises'
-import {dirname, join} from 'node:path'
+import {basename, dirname, join, resolve} from 'node:path'
 
 import {diskUsage, findAccessProblems, findBlockingAncestor, formatMode, lookupGroupName, mayAccess, statPath, type UserInfo} from '../../diagnostics/files.js'
-import type {Finding, Fix} from '../../engine/types.js'
+import type {Finding, Fix, FixResult} from '../../engine/types.js'
 
 function gib(bytes: number): string {
   return bytes >= 1024 ** 3 ? `${(bytes / 1024 ** 3).toFixed(1)} GiB` : `${(bytes / 1024 ** 2).toFixed(0)} MiB`
@@ -161,6 +161,70 @@ async function repairTree(root: string, user: UserInfo, signal: AbortSignal): Pr
 }
 
 /**
+ * Create `dataDir` for the user (0750) and its missing parents (0755, as `install -d` makes them,
+ * so the user can reach it). Modes are set explicitly: mkdir's are cut by the umask (under 077
+ * the parents ended 0700 and the service user could not reach its own directory).
+ *
+ * Each directory is made relative to its parent's open descriptor and opened with O_NOFOLLOW
+ * before it is changed or descended into: whoever may write a parent cannot swap in a symlink and
+ * have a directory made, chowned or chmodded somewhere else. Only what this created is changed.
+ */
+async function createDataDir(dataDir: string, user: UserInfo): Promise<FixResult> {
+  const names: string[] = []
+  let base = resolve(dataDir)
+  for (;;) {
+    const s = await statPath(base)
+    if (s.ok) break
+    if (s.error.kind !== 'not-found' || dirname(base) === base) return {ok: false, detail: `cannot create ${dataDir}: ${s.error.message}`}
+    names.unshift(basename(base))
+    base = dirname(base)
+  }
+  if (names.length === 0) return {ok: true, detail: `${dataDir} exists now; left alone`}
+  let dir: FileHandle
+  try {
+    dir = await open(base, O_RDONLY | O_DIRECTORY)
+  } catch (e) {
+    return {ok: false, detail: `cannot open ${base} to create ${dataDir} in it (${errno(e) ?? String(e)}); nothing changed`}
+  }
+  try {
+    let path = base
+    for (const [k, name] of names.entries()) {
+      const last = k === names.length - 1
+      path = join(path, name)
+      let created = true
+      try {
+        await mkdir(at(dir, name), {mode: last ? 0o750 : 0o755})
+      } catch (e) {
+        if (errno(e) !== 'EEXIST') throw e
+        if (last) return {ok: true, detail: `${dataDir} exists now; left alone`}
+        created = false // made by someone else meanwhile: used, never changed
+      }
+      let next: FileHandle
+      try {
+        next = await open(at(dir, name), O_RDONLY | O_NOFOLLOW | O_DIRECTORY)
+      } catch (e) {
+        const code = errno(e)
+        if (code === 'ELOOP' || code === 'ENOTDIR' || code === 'ENOENT') {
+          return {ok: false, detail: created ? `${path} was replaced right after it was created (${code}); left alone` : `${path} appeared meanwhile and is not a directory (${code}); left alone`}
+        }
+        throw e
+      }
+      await dir.close()
+      dir = next
+      if (last) {
+        await dir.chown(user.uid, user.gid)
+        await dir.chmod(0o750) // whatever the umask
+      } else if (created) {
+        await dir.chmod(0o755) // whatever the umask: the service user must be able to pass through
+      }
+    }
+  } finally {
+    await dir.close()
+  }
+  return {ok: true, detail: `created ${dataDir} owned by ${user.name}`}
+}
+
+/**
  * The safe fix: create a missing data directory (missing parents 0755, as `install -d` makes
  * them, so the user can reach it), or chown/chmod an existing tree without following links.
  * `linkedFrom`: the configured path is a symbolic link to `dataDir`; the fix works on the target,
@@ -179,32 +243,7 @@ export function repairOwnershipFix(dataDir: string, user: UserInfo, group: strin
       ? [`sudo install -d -m 0750 -o ${user.name} -g ${group} ${dataDir}`]
       : [`sudo chown -R ${user.name}:${group} ${dataDir}`, `sudo chmod -R u+rwX ${dataDir}`],
     async apply(signal) {
-      if (create) {
-        const exists = await statPath(dataDir)
-        if (exists.ok) return {ok: true, detail: `${dataDir} exists now; left alone`}
-        await mkdir(dirname(dataDir), {recursive: true, mode: 0o755})
-        try {
-          await mkdir(dataDir, {mode: 0o750})
-        } catch (error) {
-          if ((error as NodeJS.ErrnoException).code === 'EEXIST') return {ok: true, detail: `${dataDir} exists now; left alone`}
-          throw error
-        }
-        // Through a descriptor: whoever may write the parent cannot swap in a symlink to chown.
-        let h: FileHandle
-        try {
-          h = await open(dataDir, O_RDONLY | O_NOFOLLOW | O_DIRECTORY)
-        } catch (e) {
-          if (errno(e) === 'ELOOP' || errno(e) === 'ENOTDIR' || errno(e) === 'ENOENT') return {ok: false, detail: `${dataDir} was replaced right after it was created (${errno(e)}); left alone`}
-          throw e
-        }
-        try {
-          await h.chown(user.uid, user.gid)
-          await h.chmod(0o750) // whatever the umask
-        } finally {
-          await h.close()
-        }
-        return {ok: true, detail: `created ${dataDir} owned by ${user.name}`}
-      }
+      if (create) return createDataDir(dataDir, user)
       const r = await repairTree(dataDir, user, signal)
       const left = r.leftAlone.length ? `; left alone ${r.leftAlone.length}: ${r.leftAlone.slice(0, 5).join(', ')}${r.leftAlone.length > 5 ? ', …' : ''}` : ''
       return {ok: true, detail: `${r.changed} ownership/mode changes over ${r.visited} entries${left}`}

@@ -3,7 +3,7 @@
 // looks at real directories with real owners and modes, and its fix really chowns them —
 // never through a symbolic link.
 import {execFileSync, spawn} from 'node:child_process'
-import {mkdtempSync, rmdirSync} from 'node:fs'
+import {mkdtempSync, readdirSync, rmdirSync} from 'node:fs'
 import {chmod, chown, link, lstat, mkdir, mkdtemp, readFile, stat, symlink, writeFile} from 'node:fs/promises'
 import {tmpdir} from 'node:os'
 import {join} from 'node:path'
@@ -497,6 +497,72 @@ describe('callfs.data-dir.permissions', () => {
       // The missing parent was made the way install -d makes it: searchable, so nobody gets in.
       expect((await stat(join(dir, '..'))).mode & 0o7777).toBe(0o755)
       expect(audit[0]).toMatchObject({check: 'callfs.data-dir.permissions', decision: 'applied', plan: [`create ${dir} (mode 0750; missing parent directories 0755)`, `chown nobody:nogroup ${dir}`], verified: true})
+    })
+
+    it('creates missing parents 0755 whatever the umask (under 077 they were 0700 and nobody could not reach its new directory)', async () => {
+      const top = join(w.dir, `created-${++n}`)
+      const dir = join(top, 'a', 'data')
+      const r = await w.check('callfs.data-dir.permissions', {data_dir: dir, service_user: 'nobody'})
+      const apply = r.fix?.apply
+      if (!apply) throw new Error('no automated fix offered')
+      const before = process.umask(0o077)
+      let result: FixResult
+      try {
+        result = await apply(new AbortController().signal)
+      } finally {
+        process.umask(before)
+      }
+      expect(result).toEqual({ok: true, detail: `created ${dir} owned by nobody`})
+      for (const p of [top, join(top, 'a')]) {
+        const s = await stat(p)
+        expect({p, uid: s.uid, mode: s.mode & 0o7777}).toEqual({p, uid: 0, mode: 0o755})
+      }
+      const s = await stat(dir)
+      expect([s.uid, s.gid, s.mode & 0o7777]).toEqual([NOBODY.uid, NOBODY.gid, 0o750])
+      expect((await stat(w.dir)).mode & 0o7777).toBe(0o755) // what existed is left as it was
+      const again = await w.check('callfs.data-dir.permissions', {data_dir: dir, service_user: 'nobody'})
+      expect(again.status).toBe('ok')
+    })
+
+    it('a missing parent swapped for a symlink right after mkdir is noticed: nothing is created through it', async () => {
+      const parent = await dataDir({owner: NOBODY, mode: 0o755}) // a parent the service user may write into
+      const dir = join(parent, 'mid', 'data')
+      const outside = await mkdtemp(join(w.dir, 'outside-'))
+      const r = await w.check('callfs.data-dir.permissions', {data_dir: dir, service_user: 'nobody'})
+      const apply = r.fix?.apply
+      if (!apply) throw new Error('no automated fix offered')
+      const swap = swapper(parent, 'mid', 'mid.swap')
+      try {
+        let caught = 0
+        await race({
+          apply,
+          swap,
+          decoy: outside,
+          ms: 2000,
+          async setUp() {
+            // SIGSTOP lands between two renames, not at once: a rename may still move a name under rm.
+            for (let tries = 0; ; tries++) {
+              try {
+                execFileSync('rm', ['-rf', join(parent, 'mid'), join(parent, 'mid.swap')], {stdio: 'pipe'})
+                break
+              } catch (e) {
+                if (tries > 20) throw e
+                await new Promise((r) => setTimeout(r, 10))
+              }
+            }
+            await symlink(outside, join(parent, 'mid.swap'))
+          },
+          onResult: (res) => {
+            if (/replaced right after it was created/.test(res.detail)) caught++
+          },
+          enough: () => caught >= 3 || readdirSync(outside).length > 0,
+        })
+        expect(swap.stderr()).toBe('')
+        expect(caught).toBeGreaterThan(0)
+        expect(execFileSync('ls', ['-A', outside], {encoding: 'utf8'})).toBe('') // no data directory was made in there
+      } finally {
+        swap.stop()
+      }
     })
 
     it('creating the directory cannot be turned against a file outside by a swap right after mkdir', async () => {
