@@ -1,7 +1,37 @@
+import {isAbsolute, resolve} from 'node:path'
+
 import {lookupUser} from '../../diagnostics/files.js'
-import type {CheckSpec} from '../../engine/types.js'
+import type {CheckSpec, Finding} from '../../engine/types.js'
 import {dataDirFinding, diskFinding} from '../shared/files.js'
-import type {CallfsContext} from './context.js'
+import {getPath, type CallfsContext} from './context.js'
+
+/**
+ * The directory CallFS keeps its files in: its own config's backend.localfs_root_path when the
+ * config is readable and names an absolute one (that is the directory CallFS uses, whatever
+ * opsctl's data_dir says: a difference is noted in the evidence); else systems.callfs.data_dir.
+ * A relative root path is relative to CallFS's working directory, which opsctl cannot see.
+ */
+export async function callfsDataDir(ctx: CallfsContext): Promise<{path: string; evidence: Record<string, unknown>}> {
+  const own = ctx.target.data_dir
+  const cfg = await ctx.callfsConfig()
+  if (cfg.state !== 'parsed') return {path: own, evidence: {}}
+  const root = getPath(cfg.value, ['backend', 'localfs_root_path'])
+  if (typeof root !== 'string' || root.trim() === '') return {path: own, evidence: {}}
+  const setting = ctx.target.explicit.has('data_dir') ? 'systems.callfs.data_dir' : `the default data_dir (${own})`
+  if (!isAbsolute(root)) {
+    return {path: own, evidence: {note: `CallFS's backend.localfs_root_path (${root}, in ${cfg.path}) is relative to its working directory, which opsctl cannot see: checked ${setting}`}}
+  }
+  const path = resolve(root)
+  const evidence: Record<string, unknown> = {dataDirFrom: `${cfg.path} (backend.localfs_root_path)`}
+  if (ctx.target.explicit.has('data_dir') && resolve(own) !== path) {
+    evidence.opsctlDataDir = own
+    evidence.note = `systems.callfs.data_dir (${own}) is not the directory CallFS uses (${path}, from ${cfg.path}): checked CallFS's`
+  }
+  return {path, evidence}
+}
+
+const withEvidence = (f: Finding, extra: Record<string, unknown>): Finding =>
+  Object.keys(extra).length === 0 ? f : {...f, evidence: {...f.evidence, ...extra}}
 
 export const diskSpace: CheckSpec<CallfsContext> = {
   id: 'callfs.disk.space',
@@ -11,13 +41,15 @@ export const diskSpace: CheckSpec<CallfsContext> = {
   remediations: [{id: 'callfs.disk.free-space', title: 'Free disk space', automated: false}],
   async run(ctx) {
     if (!(await ctx.isLocal())) return {status: 'skipped', summary: `${ctx.url.hostname} is not this machine`}
-    return diskFinding({
-      path: ctx.target.data_dir,
+    const dir = await callfsDataDir(ctx)
+    const f = await diskFinding({
+      path: dir.path,
       warnPercent: ctx.target.thresholds.disk_warn,
       failPercent: ctx.target.thresholds.disk_fail,
       fixId: 'callfs.disk.free-space',
       cleanupCommands: ["find /tmp -name 'callfs-*' -mtime +1 -delete", 'journalctl --vacuum-time=7d'],
     })
+    return withEvidence(f, dir.evidence)
   },
 }
 
@@ -38,6 +70,8 @@ export const dataDirPermissions: CheckSpec<CallfsContext> = {
     }
     const user = await lookupUser(name)
     if (!user) return {status: 'skipped', summary: `no user "${name}" on this machine: set systems.callfs.service_user to the user CallFS runs as`}
-    return dataDirFinding({dataDir: ctx.target.data_dir, user, fixId: 'callfs.data-dir.fix-ownership'})
+    const dir = await callfsDataDir(ctx)
+    const f = await dataDirFinding({dataDir: dir.path, user, fixId: 'callfs.data-dir.fix-ownership'})
+    return withEvidence(f, dir.evidence)
   },
 }

@@ -101,7 +101,9 @@ let n = 0
 let small = '' // a 1 MiB tmpfs with 64 inodes (when CAN_MOUNT)
 
 beforeAll(async () => {
-  w = await startCallfsWorld({sim: false})
+  // No CallFS config.yaml: these tests point data_dir at their own directories, and CallFS's
+  // own backend.localfs_root_path would win over it (the tests of that write their own config).
+  w = await startCallfsWorld({sim: false, callfsConfig: null})
   // mkdtemp made the world 0700: let nobody reach the data directories below it.
   await chmod(w.dir, 0o755)
   if (CAN_MOUNT) {
@@ -130,6 +132,13 @@ async function file(path: string, o: {owner?: {uid: number; gid: number}; mode?:
   await writeFile(path, 'callfs data\n')
   await chmod(path, o.mode ?? 0o640)
   if (o.owner) await chown(path, o.owner.uid, o.owner.gid)
+  return path
+}
+
+/** A CallFS config.yaml of its own whose backend section says `backend`; returns its path. */
+async function callfsConfig(backend: string): Promise<string> {
+  const path = join(w.dir, `callfs-config-${++n}.yaml`)
+  await writeFile(path, `metadata_store:\n  type: postgres\nbackend:\n${backend}\n`)
   return path
 }
 
@@ -383,6 +392,52 @@ describe('callfs.data-dir.permissions', () => {
   it('is skipped when CallFS runs on another machine', async () => {
     const r = await w.check('callfs.data-dir.permissions', {url: 'https://192.0.2.10:8443', service_user: 'nobody'})
     expect(r.status).toBe('skipped')
+  })
+
+  describe('which directory: the one CallFS uses', () => {
+    it('without data_dir in opsctl\'s config, checks CallFS\'s own backend.localfs_root_path (disk and permissions)', async () => {
+      const dir = await dataDir({owner: NOBODY, mode: 0o750})
+      const config = await callfsConfig(`  localfs_root_path: ${dir}`)
+      const r = await w.check('callfs.data-dir.permissions', {data_dir: undefined, config_file: config, service_user: 'nobody'})
+      expect(r.status).toBe('ok')
+      expect(r.summary).toBe(`${dir} is owned and writable by nobody (0750 (rwxr-x---), 1 entries checked)`)
+      expect(r.evidence).toMatchObject({dataDir: dir, dataDirFrom: `${config} (backend.localfs_root_path)`})
+      expect(r.evidence.note).toBeUndefined()
+      const disk = await w.check('callfs.disk.space', {data_dir: undefined, config_file: config})
+      expect(disk.evidence).toMatchObject({path: dir, dataDirFrom: `${config} (backend.localfs_root_path)`})
+    })
+
+    it('when data_dir says another directory, checks (and would fix) CallFS\'s, and says they differ', async () => {
+      const callfsDir = await dataDir({mode: 0o700}) // root's: CallFS as nobody cannot write it
+      const opsctlDir = await dataDir({owner: NOBODY, mode: 0o750}) // fine, but CallFS does not use it
+      const config = await callfsConfig(`  localfs_root_path: "${callfsDir}/"`)
+      const r = await w.check('callfs.data-dir.permissions', {data_dir: opsctlDir, config_file: config, service_user: 'nobody'})
+      expect(r.status).toBe('fail')
+      expect(r.summary).toBe(`${callfsDir}: owned by root, not nobody; nobody may not write into it (0700 (rwx------))`)
+      expect(r.evidence).toMatchObject({
+        dataDir: callfsDir,
+        dataDirFrom: `${config} (backend.localfs_root_path)`,
+        opsctlDataDir: opsctlDir,
+        note: `systems.callfs.data_dir (${opsctlDir}) is not the directory CallFS uses (${callfsDir}, from ${config}): checked CallFS's`,
+      })
+      expect(r.remediation?.commands).toEqual([`sudo chown -R nobody:nogroup ${callfsDir}`, `sudo chmod -R u+rwX ${callfsDir}`])
+      const disk = await w.check('callfs.disk.space', {data_dir: opsctlDir, config_file: config})
+      expect(disk.evidence).toMatchObject({path: callfsDir, opsctlDataDir: opsctlDir})
+    })
+
+    it('keeps data_dir when CallFS\'s config names no root path, names a relative one (its working directory is unknown here), or cannot be parsed', async () => {
+      const dir = await dataDir({owner: NOBODY, mode: 0o750})
+      const noRoot = await callfsConfig('  type: localfs')
+      const relative = await callfsConfig('  localfs_root_path: data/callfs')
+      const broken = join(w.dir, `broken-${++n}.yaml`)
+      await writeFile(broken, 'backend: [unclosed\n')
+      for (const config of [noRoot, relative, broken]) {
+        const r = await w.check('callfs.data-dir.permissions', {data_dir: dir, config_file: config, service_user: 'nobody'})
+        expect({config, status: r.status, dataDir: r.evidence.dataDir, from: r.evidence.dataDirFrom}).toEqual({config, status: 'ok', dataDir: dir, from: undefined})
+      }
+      const r = await w.check('callfs.data-dir.permissions', {data_dir: dir, config_file: relative, service_user: 'nobody'})
+      expect(r.evidence.note).toBe(`CallFS's backend.localfs_root_path (data/callfs, in ${relative}) is relative to its working directory, which opsctl cannot see: checked systems.callfs.data_dir`)
+    })
   })
 
   describe('the fix', () => {
