@@ -115,7 +115,10 @@ export const authKey: CheckSpec<CallfsContext> = {
   title: 'The configured API key is accepted',
   severity: 'high',
   docs: 'Authentication Failures',
-  remediations: [{id: 'callfs.auth.fix-key', title: 'Use a key CallFS accepts', automated: false}],
+  remediations: [
+    {id: 'callfs.auth.fix-key', title: 'Use a key CallFS accepts', automated: false},
+    {id: 'callfs.auth.grant-access', title: 'Give the key access to the file API', automated: false},
+  ],
   budgetMs: (t) => t * 3 + 1000,
   async run(ctx) {
     const envName = ctx.target.api_key_env
@@ -134,14 +137,35 @@ export const authKey: CheckSpec<CallfsContext> = {
     if (res.status >= 200 && res.status < 300) return {status: 'ok', summary: `GET ${path} with Bearer $${envName} → ${res.status}`, evidence}
     if (res.status === 429) return {status: 'warn', summary: `GET ${path} was rate limited (429 RATE_LIMIT_EXCEEDED)`, evidence}
     if (res.status === 404) return {status: 'unknown', summary: `no file API at ${FILES_PATHS.join(' or ')} (404)`, evidence}
+    // Only a 401 says the key itself is refused (CATALOG: fail on 401 AUTHENTICATION_FAILED).
+    if (res.status === 403) {
+      return {
+        status: 'warn',
+        summary: `key accepted; access denied (${code ?? '403'}) on ${path}`,
+        evidence,
+        fix: {
+          id: 'callfs.auth.grant-access',
+          title: 'Give the key access to the file API',
+          plan: [
+            `CallFS knows the key in ${envName} but refuses it ${path}: give its identity access (auth.api_key_users, or the owner and mode of the directory), or use a key that has it`,
+          ],
+          commands: [`curl -k -i -H "Authorization: Bearer $${envName}" ${new URL(path, ctx.url)}`, `grep -A10 '^auth:' ${ctx.target.config_file}`],
+        },
+      }
+    }
+    if (res.status >= 500) {
+      evidence.body = bodyExcerpt(res.body)
+      return {status: 'unknown', summary: `GET ${path} with the key answered ${res.status}${code ? ` ${code}` : ''}: a server error, not the key — see callfs.api.health and the CallFS log`, evidence}
+    }
+    if (res.status !== 401) {
+      evidence.body = bodyExcerpt(res.body)
+      return {status: 'unknown', summary: `GET ${path} with the key answered ${res.status}${code ? ` ${code}` : ''}: neither accepted nor refused`, evidence}
+    }
     const hints = await keyHints(ctx, key)
     evidence.hints = hints
     const finding: Finding = {
       status: 'fail',
-      summary:
-        res.status === 401
-          ? `the key in ${envName} is refused: 401 ${code ?? ''}`.trim() + (hints[0] ? ` — ${hints[0]}` : '')
-          : `GET ${path} with the key answered ${res.status}${code ? ` ${code}` : ''}`,
+      summary: `the key in ${envName} is refused: 401 ${code ?? ''}`.trim() + (hints[0] ? ` — ${hints[0]}` : ''),
       evidence,
       fix: fixKey(ctx, hints, path),
     }
@@ -178,8 +202,12 @@ export const filesRoundtrip: CheckSpec<CallfsContext> = {
   async run(ctx) {
     if (!ctx.settings.writeProbes) return {status: 'skipped', summary: 'writes a canary file: run with --write-probes to include it'}
     if (!ctx.apiKey) return {status: 'skipped', summary: `${ctx.target.api_key_env} is not set`}
+    // The file API where the auth checks found it: /v1/files/ (the real server) or the guide's
+    // /api/v1/files/ (a proxy that maps it).
+    const root = await filesRoot(ctx, 'key')
+    if (root.result.ok && root.result.value.status === 404) return {status: 'unknown', summary: `no file API at ${FILES_PATHS.join(' or ')} (404)`}
     const name = `.opsctl-canary-${randomBytes(6).toString('hex')}`
-    const path = `/v1/files/${name}`
+    const path = `${root.path}${name}`
     const content = `opsctl canary ${new Date().toISOString()} ${randomBytes(16).toString('hex')}\n`
     const expected = sha(content)
     const evidence: Record<string, unknown> = {path, bytes: content.length}

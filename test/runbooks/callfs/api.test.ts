@@ -4,6 +4,8 @@
 
 import type {ChildProcess} from 'node:child_process'
 import {randomBytes} from 'node:crypto'
+import {createServer, type IncomingMessage, type ServerResponse} from 'node:http'
+import type {AddressInfo} from 'node:net'
 import {afterAll, afterEach, beforeAll, describe, expect, it} from 'vitest'
 
 import {startCallfsSim, type CallfsRequestLog, type CallfsSim} from '../../../src/lab/callfs.js'
@@ -322,8 +324,9 @@ describe('callfs.files.roundtrip', () => {
   })
 
   it('a read that fails still deletes the canary', async () => {
-    // Every second files request fails: the PUT succeeds, the GET gets a 500, the DELETE succeeds.
-    sim.setFilesFault({status: 500, everyNth: 2})
+    // Every third files request fails: the look at the file API's root (where is it?) and the PUT
+    // succeed, the GET gets a 500, the DELETE succeeds.
+    sim.setFilesFault({status: 500, everyNth: 3})
     const before = sim.requests.length
     const r = await check('callfs.files.roundtrip', {}, {writeProbes: true})
     expect(r.status).toBe('fail')
@@ -345,3 +348,97 @@ async function fetchListing(): Promise<string> {
   if (!r.ok) throw new Error(r.error.message)
   return r.value.body.toString('utf8')
 }
+
+// ---------------------------------------------------------------------------------------------
+
+/**
+ * A CallFS as the guide describes it: the file API under /api/v1/files/ (a proxy maps it there;
+ * /v1/ answers chi's plain 404), Bearer keys, CallFS's JSON errors. `rootStatus` makes the
+ * listing of / answer as CallFS does for a key without permission (403) or a broken backend (500).
+ */
+async function guideCallfs(o: {rootStatus?: 403 | 500} = {}): Promise<{url: string; requests: string[]}> {
+  const files = new Map<string, Buffer>()
+  const requests: string[] = []
+  const json = (res: ServerResponse, status: number, body: unknown) => {
+    res.writeHead(status, {'content-type': 'application/json'})
+    res.end(`${JSON.stringify(body)}\n`)
+  }
+  const server = createServer((req: IncomingMessage, res: ServerResponse) => {
+    const chunks: Buffer[] = []
+    req.on('data', (c: Buffer) => chunks.push(c))
+    req.on('end', () => {
+      const path = req.url ?? '/'
+      requests.push(`${req.method} ${path}`)
+      if (path === '/health') return json(res, 200, {status: 'ok'})
+      if (!path.startsWith('/api/v1/')) {
+        res.writeHead(404, {'content-type': 'text/plain; charset=utf-8'})
+        return res.end('404 page not found\n')
+      }
+      if (req.headers.authorization !== `Bearer ${API_KEY}`) return json(res, 401, {code: 'AUTHENTICATION_FAILED', message: 'invalid API key'})
+      const name = path.slice('/api/v1/files/'.length)
+      if (name === '' && o.rootStatus === 403) return json(res, 403, {code: 'PERMISSION_DENIED', message: 'permission denied'})
+      if (name === '' && o.rootStatus === 500) return json(res, 500, {code: 'INTERNAL_ERROR', message: 'failed to list directory'})
+      if (name === '') return json(res, 200, [...files.keys()].map((n) => ({name: n})))
+      if (req.method === 'PUT') {
+        const existed = files.has(name)
+        files.set(name, Buffer.concat(chunks))
+        return json(res, existed ? 200 : 201, {name})
+      }
+      const body = files.get(name)
+      if (!body) return json(res, 404, {code: 'FILE_NOT_FOUND', message: 'not found'})
+      if (req.method === 'DELETE') {
+        files.delete(name)
+        res.writeHead(204)
+        return res.end()
+      }
+      res.writeHead(200, {'content-type': 'application/octet-stream'})
+      res.end(body)
+    })
+  })
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  stops.push(() => new Promise((resolve) => server.close(() => resolve())))
+  return {url: `http://localhost:${(server.address() as AddressInfo).port}`, requests}
+}
+
+describe('callfs.auth.key: what the answer says about the key', () => {
+  it('403 PERMISSION_DENIED: warn — the key is accepted, its identity may not list the directory', async () => {
+    const api = await guideCallfs({rootStatus: 403})
+    const r = await check('callfs.auth.key', {url: api.url})
+    expect(r.status).toBe('warn')
+    expect(r.summary).toBe('key accepted; access denied (PERMISSION_DENIED) on /api/v1/files/')
+    expect(r.remediation).toMatchObject({id: 'callfs.auth.grant-access', automated: false})
+    expect(JSON.stringify(r)).not.toContain(API_KEY)
+  })
+
+  it('500 from the file API: unknown — a server error says nothing about the key', async () => {
+    sim.setFilesFault({status: 500})
+    const r = await check('callfs.auth.key')
+    expect(r.status).toBe('unknown')
+    expect(r.summary).toBe('GET /v1/files/ with the key answered 500 INTERNAL_ERROR: a server error, not the key — see callfs.api.health and the CallFS log')
+    expect(r.remediation).toBeNull()
+  })
+
+  it('503 as well', async () => {
+    sim.setFilesFault({status: 503})
+    const r = await check('callfs.auth.key')
+    expect(r.status).toBe('unknown')
+    expect(r.summary).toMatch(/^GET \/v1\/files\/ with the key answered 503/)
+  })
+})
+
+describe('callfs.files.roundtrip on the path the auth checks found', () => {
+  it('a file API under /api/v1/files/: the canary goes there, in a walk and alone', async () => {
+    const api = await guideCallfs()
+    const run = await w.walk({unit: UNIT, url: api.url}, {writeProbes: true})
+    const report = run.report.checks.find((c) => c.id === 'callfs.files.roundtrip')
+    expect(run.report.checks.find((c) => c.id === 'callfs.auth.key')?.summary).toBe('GET /api/v1/files/ with Bearer $CALLFS_API_KEY → 200')
+    expect(report?.status).toBe('ok')
+    const path = String(report?.evidence.path)
+    expect(path).toMatch(/^\/api\/v1\/files\/\.opsctl-canary-[0-9a-f]{12}$/)
+    expect(api.requests.filter((q) => q.includes('.opsctl-canary-'))).toEqual([`PUT ${path}`, `GET ${path}`, `DELETE ${path}`])
+
+    const alone = await check('callfs.files.roundtrip', {url: api.url}, {writeProbes: true})
+    expect(alone.status).toBe('ok')
+    expect(String(alone.evidence.path)).toMatch(/^\/api\/v1\/files\/\.opsctl-canary-/)
+  })
+})
