@@ -47,13 +47,27 @@ function where(cfg: Extract<CallfsConfigFile, {state: 'parsed'}>, path: Array<st
 
 const MIN_KEY_LENGTH = 16
 
-/** What CallFS itself refuses at start-up, read from the file. */
-function configProblems(value: Record<string, unknown>): Problem[] {
+/** API keys CallFS takes from its environment instead of the file (koanf: CALLFS_ + "__" → "."; lists split at commas). */
+const ENV_KEYS = 'CALLFS_AUTH__API_KEYS'
+
+interface EnvKeys {
+  keys: string[]
+  pid: number
+}
+
+/** What CallFS itself refuses at start-up, read from the file (and its environment's API keys, when they replace the file's). */
+function configProblems(value: Record<string, unknown>, envKeys: EnvKeys | null): Problem[] {
   const problems: Problem[] = []
   const keys = getPath(value, ['auth', 'api_keys'])
   const users = getPath(value, ['auth', 'api_key_users'])
   const hasUsers = users !== undefined && users !== null && typeof users === 'object' && Object.keys(users as object).length > 0
-  if (keys !== undefined && keys !== null && !Array.isArray(keys)) {
+  if (envKeys) {
+    // The environment's keys replace the file's: those are the ones CallFS checks. Named by
+    // position and length only, never by value.
+    envKeys.keys.forEach((k, i) => {
+      if (k.length < MIN_KEY_LENGTH) problems.push({path: [ENV_KEYS, i], message: `is ${k.length} characters (CallFS's environment, pid ${envKeys.pid}); CallFS requires at least ${MIN_KEY_LENGTH}`})
+    })
+  } else if (keys !== undefined && keys !== null && !Array.isArray(keys)) {
     problems.push({path: ['auth', 'api_keys'], message: 'must be a list of keys'})
   } else if ((!Array.isArray(keys) || keys.length === 0) && !hasUsers) {
     problems.push({path: ['auth', 'api_keys'], message: 'no API keys configured (auth.api_keys is empty): every request will be refused'})
@@ -64,19 +78,20 @@ function configProblems(value: Record<string, unknown>): Problem[] {
     })
   }
   const protocol = getPath(value, ['server', 'protocol'])
-  if (protocol !== undefined && protocol !== 'http' && protocol !== 'https') {
-    problems.push({path: ['server', 'protocol'], message: `is ${JSON.stringify(protocol)}; use "https" or "http"`})
+  if (protocol !== undefined && !(typeof protocol === 'string' && ['http', 'https', 'auto'].includes(protocol.toLowerCase()))) {
+    problems.push({path: ['server', 'protocol'], message: `is ${JSON.stringify(protocol)}; use "https", "http" or "auto"`})
   }
   const listen = getPath(value, ['server', 'listen_addr'])
   if (listen !== undefined && (typeof listen !== 'string' || !/^(\[[0-9a-f:]+\]|[^:\s]*):\d{1,5}$/i.test(listen))) {
     problems.push({path: ['server', 'listen_addr'], message: `is ${JSON.stringify(listen)}; expected host:port or :port`})
   }
+  // The store types of current CallFS (config/loader.go validateConfig); it lower-cases them.
   const storeType = getPath(value, ['metadata_store', 'type'])
-  if (storeType !== undefined && storeType !== 'postgres' && storeType !== 'sqlite') {
-    problems.push({path: ['metadata_store', 'type'], message: `is ${JSON.stringify(storeType)}; expected postgres`})
+  if (storeType !== undefined && !(typeof storeType === 'string' && ['postgres', 'sqlite', 'redis', 'raft'].includes(storeType.toLowerCase()))) {
+    problems.push({path: ['metadata_store', 'type'], message: `is ${JSON.stringify(storeType)}; expected postgres, sqlite, redis or raft`})
   }
   const dlmType = getPath(value, ['dlm', 'type'])
-  if (dlmType !== undefined && dlmType !== 'redis' && dlmType !== 'local') {
+  if (dlmType !== undefined && !(typeof dlmType === 'string' && ['redis', 'local'].includes(dlmType.toLowerCase()))) {
     problems.push({path: ['dlm', 'type'], message: `is ${JSON.stringify(dlmType)}; expected redis or local`})
   }
   return problems
@@ -91,11 +106,19 @@ export const configInvalid: CheckSpec<CallfsContext> = {
   async run(ctx) {
     const cfg = await ctx.callfsConfig()
     if (cfg.state !== 'parsed') return unavailable(cfg)
-    const problems = configProblems(cfg.value)
+    const procEnv = await ctx.processEnv()
+    const fromEnv = 'env' in procEnv ? procEnv.env[ENV_KEYS] : undefined
+    const envKeys: EnvKeys | null =
+      'env' in procEnv && fromEnv !== undefined && fromEnv.trim() !== ''
+        ? {keys: fromEnv.split(',').map((k) => k.trim()).filter(Boolean), pid: procEnv.pid}
+        : null
+    const problems = configProblems(cfg.value, envKeys)
     const keys = getPath(cfg.value, ['auth', 'api_keys'])
-    const evidence: Record<string, unknown> = {file: cfg.path, apiKeys: Array.isArray(keys) ? keys.length : 0}
+    const evidence: Record<string, unknown> = {file: cfg.path, apiKeys: envKeys ? envKeys.keys.length : Array.isArray(keys) ? keys.length : 0}
+    if (envKeys) evidence.apiKeysFrom = `${ENV_KEYS} in the environment of pid ${envKeys.pid}`
     if (problems.length === 0) {
-      return {status: 'ok', summary: `${cfg.path} parses; ${evidence.apiKeys} API key(s), each at least ${MIN_KEY_LENGTH} characters`, evidence}
+      const where = envKeys ? ` from ${ENV_KEYS} (CallFS's environment, pid ${envKeys.pid})` : ''
+      return {status: 'ok', summary: `${cfg.path} parses; ${evidence.apiKeys} API key(s)${where}, each at least ${MIN_KEY_LENGTH} characters`, evidence}
     }
     const lines = problems.map((p) => `${where(cfg, p.path)}: ${p.message}`)
     evidence.problems = lines
@@ -127,17 +150,26 @@ export const configDefaultSecrets: CheckSpec<CallfsContext> = {
     const procEnv = await ctx.processEnv()
     const env = 'env' in procEnv ? procEnv.env : null
     const bad: string[] = []
+    const undecided: string[] = []
     for (const key of DEFAULT_SECRET_KEYS) {
       const envName = `CALLFS_AUTH__${key.toUpperCase()}`
       const overridden = env && env[envName] ? !env[envName].startsWith('change-me') : false
       if (overridden) continue
       const value = getPath(cfg.value, ['auth', key])
-      if (value === undefined || value === null || value === '') bad.push(`auth.${key} is not set, so CallFS uses its built-in change-me default`)
-      else if (typeof value === 'string' && value.startsWith('change-me')) bad.push(`auth.${key} is still the shipped change-me value${cfg.positionOf(['auth', key]) ? ` (line ${cfg.positionOf(['auth', key])?.line})` : ''}`)
+      if (value === undefined || value === null || value === '') {
+        // Not in the file: CallFS may well get it from its environment, which could not be read.
+        if (env) bad.push(`auth.${key} is not set, so CallFS uses its built-in change-me default`)
+        else undecided.push(`auth.${key} is not in the file and CallFS's environment could not be read (${'reason' in procEnv ? procEnv.reason : ''}): it may come from ${envName}`)
+      } else if (typeof value === 'string' && value.startsWith('change-me')) bad.push(`auth.${key} is still the shipped change-me value${cfg.positionOf(['auth', key]) ? ` (line ${cfg.positionOf(['auth', key])?.line})` : ''}`)
     }
     const evidence: Record<string, unknown> = {file: cfg.path, processEnvironment: 'env' in procEnv ? `read from pid ${procEnv.pid}` : procEnv.reason}
-    if (bad.length === 0) return {status: 'ok', summary: 'internal_proxy_secret and single_use_link_secret are set to non-default values', evidence}
+    if (bad.length === 0 && undecided.length === 0) return {status: 'ok', summary: 'internal_proxy_secret and single_use_link_secret are set to non-default values', evidence}
+    if (bad.length === 0) {
+      evidence.undecided = undecided
+      return {status: 'unknown', summary: undecided.join('; '), evidence}
+    }
     evidence.problems = bad
+    if (undecided.length > 0) evidence.undecided = undecided
     return {
       status: 'fail',
       summary: bad.join('; '),

@@ -8,6 +8,7 @@ import {join} from 'node:path'
 import {afterAll, beforeAll, describe, expect, it} from 'vitest'
 
 import {DEFAULTS} from '../../../src/config/defaults.js'
+import {redact} from '../../../src/engine/redact.js'
 import {startCallfsWorld, validCallfsConfig, type CallfsWorld} from '../../support/callfs-world.js'
 import {startNamedProcess} from '../../support/processes.js'
 
@@ -132,7 +133,7 @@ describe('callfs.config.invalid', () => {
     const r = await check('callfs.config.invalid', {config_file: file})
     expect(r.status).toBe('fail')
     const problems = [
-      `server.protocol (line ${lineOf(text, 'protocol: ftp')}): is "ftp"; use "https" or "http"`,
+      `server.protocol (line ${lineOf(text, 'protocol: ftp')}): is "ftp"; use "https", "http" or "auto"`,
       `server.listen_addr (line ${lineOf(text, 'listen_addr: "8443"')}): is "8443"; expected host:port or :port`,
     ]
     expect(r.evidence.problems).toEqual(problems)
@@ -183,15 +184,41 @@ describe('callfs.config.default-secrets', () => {
     expect(r.remediation).toMatchObject({id: 'callfs.config.replace-default-secrets', automated: false})
   })
 
-  it('absent secrets fail: CallFS falls back to its built-in defaults', async () => {
+  it('absent secrets with the environment of the running CallFS read (and not setting them): fail, CallFS falls back to its built-in defaults', async () => {
+    const file = await configFile(withSecrets([], []))
+    const child = await startNamed(UNIT, {CALLFS_LOG__LEVEL: 'info'})
+    try {
+      const r = await check('callfs.config.default-secrets', {config_file: file})
+      expect(r.status).toBe('fail')
+      expect(r.evidence.problems).toEqual([
+        'auth.internal_proxy_secret is not set, so CallFS uses its built-in change-me default',
+        'auth.single_use_link_secret is not set, so CallFS uses its built-in change-me default',
+      ])
+      expect(r.summary).toBe((r.evidence.problems as string[]).join('; '))
+      expect(r.evidence.processEnvironment).toBe(`read from pid ${child.pid}`)
+    } finally {
+      await stop(child)
+    }
+  })
+
+  it('absent secrets while the environment of CallFS cannot be read: unknown, not "not set" — they may come from CALLFS_AUTH__*', async () => {
     const file = await configFile(withSecrets([], []))
     const r = await check('callfs.config.default-secrets', {config_file: file})
-    expect(r.status).toBe('fail')
-    expect(r.evidence.problems).toEqual([
-      'auth.internal_proxy_secret is not set, so CallFS uses its built-in change-me default',
-      'auth.single_use_link_secret is not set, so CallFS uses its built-in change-me default',
+    expect(r.status).toBe('unknown')
+    expect(r.evidence.undecided).toEqual([
+      "auth.internal_proxy_secret is not in the file and CallFS's environment could not be read (no running CallFS process found): it may come from CALLFS_AUTH__INTERNAL_PROXY_SECRET",
+      "auth.single_use_link_secret is not in the file and CallFS's environment could not be read (no running CallFS process found): it may come from CALLFS_AUTH__SINGLE_USE_LINK_SECRET",
     ])
-    expect(r.summary).toBe((r.evidence.problems as string[]).join('; '))
+    expect(r.summary).toBe((r.evidence.undecided as string[]).join('; '))
+    expect(r.summary).not.toContain('is not set')
+  })
+
+  it('a change-me value in the file still fails when the environment cannot be read', async () => {
+    const text = withSecrets(['  internal_proxy_secret: "change-me-internal-proxy-secret"'], [])
+    const r = await check('callfs.config.default-secrets', {config_file: await configFile(text)})
+    expect(r.status).toBe('fail')
+    expect(r.summary).toBe(`auth.internal_proxy_secret is still the shipped change-me value (line ${lineOf(text, 'internal_proxy_secret')})`)
+    expect(r.evidence.undecided).toHaveLength(1)
   })
 
   it('overridden in the environment of the running CallFS (found by its process name): ok', async () => {
@@ -231,5 +258,71 @@ describe('callfs.config.default-secrets', () => {
   it('skipped when the config cannot be read', async () => {
     const r = await check('callfs.config.default-secrets', {config_file: join(w.dir, 'absent.yaml')})
     expect(r.status).toBe('skipped')
+  })
+})
+
+// ---------------------------------------------------------------------------------------------
+
+describe('callfs.config.invalid: what current CallFS accepts', () => {
+  it('API keys from CALLFS_AUTH__API_KEYS in the environment of the running CallFS stand in for an empty auth.api_keys', async () => {
+    const text = replaceLine(replaceLine(valid(), /^ {2}api_keys:$/, ['  api_keys: []']), /^ {4}- "opsctl-test-key/, [])
+    const file = await configFile(text)
+    const keys = [`env-key-${randomBytes(8).toString('hex')}`, `env-key-${randomBytes(8).toString('hex')}`]
+    const child = await startNamed(UNIT, {CALLFS_AUTH__API_KEYS: keys.join(',')})
+    try {
+      const r = await check('callfs.config.invalid', {config_file: file})
+      expect(r.status).toBe('ok')
+      expect(r.summary).toBe(`${file} parses; 2 API key(s) from CALLFS_AUTH__API_KEYS (CallFS's environment, pid ${child.pid}), each at least 16 characters`)
+      expect(r.evidence).toEqual({file, apiKeys: 2, apiKeysFrom: `CALLFS_AUTH__API_KEYS in the environment of pid ${child.pid}`})
+      for (const k of keys) expect(JSON.stringify(r)).not.toContain(k)
+    } finally {
+      await stop(child)
+    }
+  })
+
+  it('a short key in CALLFS_AUTH__API_KEYS fails, named by position, never by value', async () => {
+    const short = `s${randomBytes(4).toString('hex')}`
+    const child = await startNamed(UNIT, {CALLFS_AUTH__API_KEYS: `opsctl-test-key-0123456789abcdef,${short}`})
+    try {
+      const r = await check('callfs.config.invalid')
+      expect(r.status).toBe('fail')
+      expect(r.summary).toBe(`${w.configFile}: CALLFS_AUTH__API_KEYS[1]: is 9 characters (CallFS's environment, pid ${child.pid}); CallFS requires at least 16`)
+      expect(JSON.stringify(r)).not.toContain(short)
+    } finally {
+      await stop(child)
+    }
+  })
+
+  it('protocol auto, and metadata stores redis and raft, are valid', async () => {
+    let text = replaceLine(valid(), /^ {2}protocol: https$/, ['  protocol: auto'])
+    text = replaceLine(text, /^ {2}type: postgres$/, ['  type: redis'])
+    expect((await check('callfs.config.invalid', {config_file: await configFile(text)})).status).toBe('ok')
+    const raft = replaceLine(valid(), /^ {2}type: postgres$/, ['  type: raft'])
+    expect((await check('callfs.config.invalid', {config_file: await configFile(raft)})).status).toBe('ok')
+    const bad = replaceLine(valid(), /^ {2}type: postgres$/, ['  type: mysql'])
+    const r = await check('callfs.config.invalid', {config_file: await configFile(bad)})
+    expect(r.status).toBe('fail')
+    expect(r.summary).toBe(`${r.evidence.file}: metadata_store.type (line ${lineOf(bad, 'type: mysql')}): is "mysql"; expected postgres, sqlite, redis or raft`)
+  })
+})
+
+describe('secrets of CallFS\'s own config.yaml', () => {
+  it('are masked in anything opsctl prints from the moment the file is parsed', async () => {
+    const dsnPassword = `pg-${randomBytes(8).toString('hex')}`
+    const redisPassword = `rd-${randomBytes(8).toString('hex')}`
+    const apiKey = `api-${randomBytes(10).toString('hex')}`
+    const proxy = `px-${randomBytes(10).toString('hex')}`
+    const link = `ln-${randomBytes(10).toString('hex')}`
+    let text = replaceLine(valid(), /^ {2}dsn:/, [`  dsn: "postgres://callfs:${dsnPassword}@127.0.0.1:1/callfs"`])
+    text = replaceLine(text, /^ {2}redis_addr:/, ['  redis_addr: "127.0.0.1:1"', `  redis_password: "${redisPassword}"`])
+    text = replaceLine(text, /^ {4}- "opsctl-test-key/, [`    - "${apiKey}"`])
+    text = replaceLine(text, /^ {2}internal_proxy_secret:/, [`  internal_proxy_secret: "${proxy}"`])
+    text = replaceLine(text, /^ {2}single_use_link_secret:/, [`  single_use_link_secret: "${link}"`])
+    const line = `dsn password ${dsnPassword}, redis ${redisPassword}, key ${apiKey}, proxy ${proxy}, link ${link}`
+    // Nothing read yet: nothing registered.
+    expect(redact(line)).toBe(line)
+    const r = await check('callfs.config.invalid', {config_file: await configFile(text)})
+    expect(r.status).toBe('ok')
+    expect(redact(line)).toBe('dsn password ****, redis ****, key ****, proxy ****, link ****')
   })
 })
