@@ -6,6 +6,7 @@
 import {execFile} from 'node:child_process'
 import {readFile, readdir, readlink} from 'node:fs/promises'
 
+import {maskUrlPasswords} from '../config/mask.js'
 import {abortedError, errorMessageOf, startDeadline} from './tcp.js'
 import type {Deadline} from './tcp.js'
 import {probeFail, probeOk} from './types.js'
@@ -142,14 +143,13 @@ const SECRET_WORD = /pass|pwd|secret|token|key|auth|cred/i
 const SHORT_SECRET = /^-([apk])(=?)(.*)$/
 // NAME=value arguments (env PGPASSWORD=… cmd), masked by the same words.
 const ASSIGNMENT = /^([A-Za-z_][A-Za-z0-9_]*)=(.+)$/
-const URL_PASSWORD = /(\b[a-z][a-z0-9+.-]*:\/\/[^:/@\s]*:)[^@/\s]+@/gi
 const MASK = '***'
 
 /**
  * Masks what looks like a credential on a command line: the value of any flag whose name holds
  * pass/pwd/secret/token/key/auth/cred (`--x value`, `--x=value`, `-x value`), of the short flags
  * -a, -p and -k (`-p value`, `-pvalue`, `-p=value`), of NAME=value arguments with such a name, and
- * the password of a URL (scheme://user:pass@host). argv[0] is kept as it is. It masks rather too
+ * the password of a URL (scheme://user:pass@host, as maskUrlPasswords does everywhere). argv[0] is kept as it is. It masks rather too
  * much than too little: a masked port is harmless, a leaked password is not.
  */
 export function maskCommandLine(args: string[]): string {
@@ -195,7 +195,7 @@ export function maskCommandLine(args: string[]): string {
       out.push(`${assignment[1]}=${MASK}`)
       return
     }
-    out.push(arg.replace(URL_PASSWORD, `$1${MASK}@`))
+    out.push(maskUrlPasswords(arg))
   })
   return out.join(' ')
 }

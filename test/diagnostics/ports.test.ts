@@ -183,7 +183,7 @@ describe('maskCommandLine', () => {
   it('masks credential flags and URL passwords', () => {
     expect(maskCommandLine(['redis-server', '--requirepass', 'p4ss', '--port', '6379'])).toBe('redis-server --requirepass *** --port 6379')
     expect(maskCommandLine(['app', '--db-password=x', '--token=abc', '-v'])).toBe('app --db-password=*** --token=*** -v')
-    expect(maskCommandLine(['callfs', '--dsn', 'postgres://callfs:secret@db:5432/callfs'])).toBe('callfs --dsn postgres://callfs:***@db:5432/callfs')
+    expect(maskCommandLine(['callfs', '--dsn', 'postgres://callfs:secret@db:5432/callfs'])).toBe('callfs --dsn postgres://callfs:****@db:5432/callfs')
   })
 })
 
@@ -200,6 +200,9 @@ describe('maskCommandLine: every way a credential rides on argv', () => {
     // "-pass pass:x" (openssl) reads like "-p<password>" too: both readings are masked.
     expect(maskCommandLine(['openssl', '-pass', 'pass:hunter2'])).toBe('openssl -p*** ***')
     expect(maskCommandLine(['env', 'PGPASSWORD=hunter2', 'REDISCLI_AUTH=x', 'LANG=C', 'psql'])).toBe('env PGPASSWORD=*** REDISCLI_AUTH=*** LANG=C psql')
+    // URL passwords as everywhere else in opsctl: "/", "#" and "@" unencoded in them too.
+    expect(maskCommandLine(['callfs', '--dsn', 'postgres://u:pa/ss@h/db'])).toBe('callfs --dsn postgres://u:****@h/db')
+    expect(maskCommandLine(['app', 'DATABASE_URL=postgres://u:p@ss#1@h/db?sslmode=require'])).toBe('app DATABASE_URL=postgres://u:****@h/db?sslmode=require')
     // argv[0] is the program, never masked; other flags and plain words pass.
     expect(maskCommandLine(['/usr/bin/keyd', '-v', '--port', '8443', 'serve'])).toBe('/usr/bin/keyd -v --port 8443 serve')
   })
