@@ -1,11 +1,15 @@
 import {spawnSync} from 'node:child_process'
+import {createServer, connect, type Socket} from 'node:net'
 import {resolve} from 'node:path'
 import type {Redis} from 'ioredis'
 import {afterAll, beforeAll, beforeEach, describe, expect, it} from 'vitest'
 import {Reachability} from '../../src/diagnostics/reach.js'
 import {
   compareAndDelete,
+  displayBytes,
   inspectKeys,
+  isPlainText,
+  lockReleaseDenied,
   maskRedisUrl,
   prefixPattern,
   redisInfo,
@@ -441,6 +445,259 @@ describe('compareAndDelete', () => {
 
   it('does nothing for no items', async () => {
     expect(await compareAndDelete(admin, [], {maxTtlMs: MAX_TTL})).toEqual({deleted: [], kept: []})
+  })
+})
+
+// ---------------------------------------------------------------------------------------
+// Exact bytes, deadlines, duplicates, permissions
+
+const reader = async <T>(fn: (r: Redis) => Promise<T>): Promise<T> => {
+  await admin.call('ACL', 'SETUSER', 'reader', 'on', '>reader-pass', '~*', '+@read', '+@connection')
+  const res = await withRedis({url: `redis://reader@127.0.0.1:${redis.port}/0`, password: 'reader-pass'}, {timeoutMs: 5000}, fn)
+  if (!res.ok) throw new Error(res.error.message)
+  return res.value
+}
+
+describe('displayBytes', () => {
+  it('shows printable UTF-8 as it is and everything else as \\xNN, unambiguously', () => {
+    expect(displayBytes(Buffer.from("callfs:lock:file:/my docs/it's é.txt"))).toBe("callfs:lock:file:/my docs/it's é.txt")
+    expect(displayBytes(Buffer.from('callfs:lock:file:/bin\xff\xfe', 'latin1'))).toBe('callfs:lock:file:/bin\\xff\\xfe')
+    expect(displayBytes(Buffer.from('a\nb\u202Ec'))).toBe('a\\x0ab\\xe2\\x80\\xaec') // newline, bidi override
+    expect(displayBytes(Buffer.from('a\\xffb'))).toBe('a\\\\xffb') // a literal backslash is not an escape
+    expect(displayBytes(Buffer.from([0xc3]))).toBe('\\xc3') // a cut sequence
+    expect(displayBytes(Buffer.from([0xed, 0xa0, 0x80]))).toBe('\\xed\\xa0\\x80') // a surrogate is not UTF-8
+    expect(isPlainText(Buffer.from('callfs:lock:dir:/é'))).toBe(true)
+    expect(isPlainText(Buffer.from([0x61, 0xff]))).toBe(false)
+  })
+})
+
+describe('keys and values that are not UTF-8, or long in bytes', () => {
+  const binKey = Buffer.from(`${PREFIX}file:/bin\xff\xfe`, 'latin1')
+  const binValue = Buffer.from([0x80, 0x81, 0x82, 0x00, 0xff])
+  const multibyte = 'ü'.repeat(150) // 150 characters, 300 bytes
+  const fits = 'ü'.repeat(100) // 200 bytes: exactly what is compared
+
+  beforeEach(async () => {
+    await admin.flushall()
+    await admin.set(binKey, OWNER_A)
+    await admin.set(`${PREFIX}file:/bin-value`, binValue)
+    await admin.set(`${PREFIX}file:/multibyte`, multibyte)
+    await admin.set(`${PREFIX}file:/fits`, fits)
+  })
+
+  it('scanByExpiry keeps exact key and value bytes and tells a value cut at VALUE_CAP bytes, by script and by pipelines', async () => {
+    for (const c of [await scanByExpiry(admin, PREFIX, {maxTtlMs: MAX_TTL}), await reader((r) => scanByExpiry(r, PREFIX, {maxTtlMs: MAX_TTL}))]) {
+      const byKey = new Map(c.withoutExpiry.map((k) => [k.key, k]))
+      expect([...byKey.keys()].sort()).toEqual([`${PREFIX}file:/bin-value`, `${PREFIX}file:/bin\\xff\\xfe`, `${PREFIX}file:/fits`, `${PREFIX}file:/multibyte`])
+      const bin = byKey.get(`${PREFIX}file:/bin\\xff\\xfe`)
+      expect(bin?.keyBytes.equals(binKey)).toBe(true)
+      expect(bin?.valueBytes?.toString()).toBe(OWNER_A)
+      const value = byKey.get(`${PREFIX}file:/bin-value`)
+      expect(value?.valueBytes?.equals(binValue)).toBe(true)
+      expect(value).toMatchObject({value: '\\x80\\x81\\x82\\x00\\xff', valueTruncated: false})
+      expect(byKey.get(`${PREFIX}file:/fits`)).toMatchObject({value: fits, valueTruncated: false})
+      const long = byKey.get(`${PREFIX}file:/multibyte`)
+      expect(long?.valueTruncated).toBe(true)
+      expect(long?.valueBytes).toHaveLength(200)
+      expect(long?.value).toBe(`${'ü'.repeat(99)}…`) // cut on a character, never mid-way
+    }
+  })
+
+  it('compareAndDelete compares bytes: a non-UTF-8 key and value are released; one byte changed is left alone', async () => {
+    const c = await scanByExpiry(admin, PREFIX, {maxTtlMs: MAX_TTL})
+    const items = c.withoutExpiry.filter((k) => !k.valueTruncated).map((k) => ({key: k.keyBytes, value: k.valueBytes as Buffer}))
+    await admin.set(`${PREFIX}file:/fits`, `${'ü'.repeat(99)}ú`) // same length, one character changed
+    const res = await compareAndDelete(admin, items, {maxTtlMs: MAX_TTL})
+    expect(res.deleted.map((k) => displayBytes(k)).sort()).toEqual([`${PREFIX}file:/bin-value`, `${PREFIX}file:/bin\\xff\\xfe`])
+    expect(res.kept.map((k) => [displayBytes(k.key), k.reason])).toEqual([[`${PREFIX}file:/fits`, 'value-changed']])
+    expect(await admin.exists(binKey)).toBe(0)
+    expect(await admin.exists(`${PREFIX}file:/bin-value`)).toBe(0)
+    expect(await admin.get(`${PREFIX}file:/multibyte`)).toBe(multibyte)
+  })
+})
+
+/**
+ * A loopback proxy in front of the test Redis that, once, sends the first SCAN step after the
+ * first (plain SCAN or the scan script) the cursor it started from, '0': the real Redis then
+ * returns the first batch's keys a second time, as SCAN does when the table shrinks between two
+ * calls.
+ */
+async function rescanningProxy(pattern: string): Promise<{port: number; rewound: () => boolean; close: () => Promise<void>}> {
+  let rewound = false
+  const sockets = new Set<Socket>()
+  const rewrite = (args: Buffer[]): Buffer[] => {
+    const name = args[0]?.toString().toLowerCase()
+    const at = name === 'scan' ? 1 : name === 'evalsha' || name === 'eval' ? 3 : -1
+    if (rewound || at < 0 || !args.some((a) => a.toString() === pattern) || args[at]?.toString() === '0') return args
+    rewound = true
+    return args.map((a, i) => (i === at ? Buffer.from('0') : a))
+  }
+  const server = createServer((client) => {
+    const upstream = connect(redis.port, '127.0.0.1')
+    for (const s of [client, upstream]) {
+      sockets.add(s)
+      s.on('error', () => {})
+      s.on('close', () => sockets.delete(s))
+    }
+    client.on('close', () => upstream.destroy())
+    upstream.on('close', () => client.destroy())
+    upstream.pipe(client)
+    let pending = Buffer.alloc(0)
+    client.on('data', (chunk: Buffer) => {
+      pending = Buffer.concat([pending, chunk])
+      // Forward every complete RESP command (an array of bulk strings), rewritten.
+      for (;;) {
+        const parsed = parseCommand(pending)
+        if (!parsed) break
+        pending = pending.subarray(parsed.length)
+        const args = rewrite(parsed.args)
+        upstream.write(Buffer.concat([Buffer.from(`*${args.length}\r\n`), ...args.flatMap((a) => [Buffer.from(`$${a.length}\r\n`), a, Buffer.from('\r\n')])]))
+      }
+    })
+  })
+  await new Promise<void>((done) => server.listen(0, '127.0.0.1', done))
+  return {
+    port: (server.address() as {port: number}).port,
+    rewound: () => rewound,
+    close: async () => {
+      for (const s of sockets) s.destroy()
+      await new Promise<void>((done) => server.close(() => done()))
+    },
+  }
+}
+
+function parseCommand(b: Buffer): {args: Buffer[]; length: number} | null {
+  const line = (from: number): [string, number] | null => {
+    const end = b.indexOf('\r\n', from)
+    return end < 0 ? null : [b.toString('latin1', from, end), end + 2]
+  }
+  const head = line(0)
+  if (!head || !head[0].startsWith('*')) return null
+  let at = head[1]
+  const args: Buffer[] = []
+  for (let i = 0; i < Number(head[0].slice(1)); i++) {
+    const len = line(at)
+    if (!len) return null
+    const n = Number(len[0].slice(1))
+    if (b.length < len[1] + n + 2) return null
+    args.push(b.subarray(len[1], len[1] + n))
+    at = len[1] + n + 2
+  }
+  return {args, length: at}
+}
+
+describe('a key SCAN returns twice counts once', () => {
+  it('by script and by pipelines: every orphan listed once, live locks and owners counted once', async () => {
+    const planted = await plant()
+    const pattern = prefixPattern(PREFIX)
+    await admin.call('ACL', 'SETUSER', 'reader', 'on', '>reader-pass', '~*', '+@read', '+@connection')
+    for (const user of [undefined, 'reader']) {
+      const proxy = await rescanningProxy(pattern)
+      try {
+        const url = user ? `redis://${user}@127.0.0.1:${proxy.port}/0` : `redis://127.0.0.1:${proxy.port}/0`
+        const res = await withRedis({url, password: user ? 'reader-pass' : undefined}, {timeoutMs: 5000}, (r) => scanByExpiry(r, PREFIX, {maxTtlMs: MAX_TTL, count: 50}))
+        expect(proxy.rewound()).toBe(true)
+        if (!res.ok) throw new Error(res.error.message)
+        const c = res.value
+        expect(c.scanned).toBeGreaterThan(326) // SCAN really returned keys twice …
+        expect(c.matched).toBe(326) // … and each counts once
+        expect(c.withoutExpiry.map((k) => k.key).sort()).toEqual([...planted.orphans].sort())
+        expect(c.expiryAbove.map((k) => k.key)).toEqual(planted.above)
+        expect(c.live).toBe(300)
+        expect(Object.fromEntries(c.liveByValue)).toEqual({[OWNER_A]: 200, [OWNER_B]: 100})
+        expect(c.truncated).toBe(false)
+      } finally {
+        await proxy.close()
+      }
+    }
+  })
+})
+
+describe('scanByExpiry at its deadline keeps what it found', () => {
+  it('a keyspace too large for the deadline: stops at the signal with the orphans found so far', async () => {
+    await admin.flushall()
+    // SCAN walks these too (~0.8 µs each): 600,000 of them take several times the deadline.
+    await admin.call('DEBUG', 'POPULATE', '600000', 'callfs:md:')
+    await admin.call('DEBUG', 'POPULATE', '2000', `${PREFIX}file:/orphan`)
+    try {
+      const started = Date.now()
+      const c = await scanByExpiry(admin, PREFIX, {maxTtlMs: MAX_TTL, signal: AbortSignal.timeout(150)})
+      const took = Date.now() - started
+      expect(took).toBeGreaterThanOrEqual(145)
+      expect(took).toBeLessThan(150 + 200)
+      expect(c.truncated).toBe(true)
+      expect(c.withoutExpiry.length).toBeGreaterThan(0)
+      expect(c.withoutExpiry.length).toBeLessThan(2000)
+      expect(c.withoutExpiry.every((k) => k.key.startsWith(`${PREFIX}file:/orphan:`) && k.pttl === -1)).toBe(true)
+    } finally {
+      await admin.flushall()
+    }
+  })
+
+  it('a call in flight when the signal aborts is not waited for (the server stopped mid-scan), by script and by pipelines', async () => {
+    await plant()
+    const viaScript = (signal: AbortSignal) => withRedis({url: redis.url}, {timeoutMs: 5000}, (r) => paused(() => scanByExpiry(r, PREFIX, {maxTtlMs: MAX_TTL, signal})))
+    const viaPipelines = (signal: AbortSignal) =>
+      withRedis({url: `redis://reader@127.0.0.1:${redis.port}/0`, password: 'reader-pass'}, {timeoutMs: 5000}, (r) => paused(() => scanByExpiry(r, PREFIX, {maxTtlMs: MAX_TTL, signal})))
+    await admin.call('ACL', 'SETUSER', 'reader', 'on', '>reader-pass', '~*', '+@read', '+@connection')
+    for (const scan of [viaScript, viaPipelines]) {
+      const started = Date.now()
+      const res = await scan(AbortSignal.timeout(200))
+      expect(Date.now() - started).toBeLessThan(200 + 300)
+      expect(res).toMatchObject({ok: true, value: {truncated: true, scanned: 0, withoutExpiry: []}})
+    }
+  })
+})
+
+/** Runs `fn` with the server SIGSTOPped, resuming it afterwards. */
+async function paused<T>(fn: () => Promise<T>): Promise<T> {
+  redis.pause()
+  try {
+    return await fn()
+  } finally {
+    redis.resume()
+  }
+}
+
+describe('who may release a lock', () => {
+  afterAll(async () => {
+    for (const user of ['reader', 'nodel', 'locker']) await admin.call('ACL', 'DELUSER', user)
+  })
+
+  const as = async <T>(user: string, fn: (r: Redis) => Promise<T>) => withRedis({url: `redis://${user}@127.0.0.1:${redis.port}/0`, password: `${user}-pass`}, {timeoutMs: 2000}, fn)
+
+  it('lockReleaseDenied: null for a user who may; why not for one without scripting or without DEL', async () => {
+    await admin.call('ACL', 'SETUSER', 'reader', 'on', '>reader-pass', '~*', '+@read', '+@connection')
+    await admin.call('ACL', 'SETUSER', 'nodel', 'on', '>nodel-pass', '~*', '+@read', '+@scripting', '+@connection')
+    await admin.call('ACL', 'SETUSER', 'locker', 'on', '>locker-pass', `~${PREFIX}*`, '+@read', '+@scripting', '+del', '+@connection')
+    const key = `${PREFIX}file:/x`
+    expect(await as('locker', (r) => lockReleaseDenied(r, key))).toEqual({ok: true, value: null, durationMs: expect.any(Number)})
+    expect(await as('reader', (r) => lockReleaseDenied(r, key))).toMatchObject({ok: true, value: 'this Redis user may not run scripts (EVAL/EVALSHA), and the guard is a Lua script'})
+    expect(await as('nodel', (r) => lockReleaseDenied(r, key))).toMatchObject({ok: true, value: 'the ACL denies this Redis user DEL on the lock keys'})
+    // Key patterns count: the locker may not touch keys outside the lock prefix.
+    expect(await as('locker', (r) => lockReleaseDenied(r, 'callfs:md:/x'))).toMatchObject({ok: true, value: 'the ACL denies this Redis user TYPE, GET, PTTL, DEL on the lock keys'})
+  })
+
+  it('compareAndDelete: a denied DEL inside the guard is "denied" per key, deletes nothing, stops no batch; a user without scripting gets a permission error', async () => {
+    await admin.flushall()
+    const keys = Array.from({length: 3}, (_, i) => `${PREFIX}file:/denied/${i}`)
+    await admin.mset(...keys.flatMap((k) => [k, OWNER_A]))
+    const items = keys.map((key) => ({key, value: OWNER_A}))
+    expect(await as('nodel', (r) => compareAndDelete(r, items, {maxTtlMs: MAX_TTL}))).toMatchObject({
+      ok: true,
+      value: {deleted: [], kept: keys.map((key) => ({key, reason: 'denied'}))},
+    })
+    expect(await admin.exists(...keys)).toBe(3)
+    expect(await as('reader', (r) => compareAndDelete(r, items, {maxTtlMs: MAX_TTL}))).toMatchObject({ok: false, error: {kind: 'permission', code: 'NOPERM'}})
+    expect(await as('locker', (r) => compareAndDelete(r, items, {maxTtlMs: MAX_TTL}))).toMatchObject({ok: true, value: {deleted: keys, kept: []}})
+  })
+
+  it('a command the ACL denies inside a script is a permission error, not "other"', async () => {
+    await admin.set('anything', 'x')
+    const res = await as('nodel', (r) => r.eval("return redis.call('DEL', KEYS[1])", 1, 'anything'))
+    expect(res).toMatchObject({ok: false, error: {kind: 'permission'}})
+    if (!res.ok) expect(res.error.message).toMatch(/^Redis at 127\.0\.0\.1:\d+ denied a command inside a script to this user \(ERR The user executing the script can't run this command.*\) — grant it in the ACL$/)
+    expect(await admin.get('anything')).toBe('x')
   })
 })
 
