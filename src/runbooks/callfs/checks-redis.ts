@@ -1,5 +1,5 @@
 import {shellQuote} from '../../diagnostics/exec.js'
-import {compareAndDelete, maskRedisUrl, redisInfo, scanByExpiry, type KeyInfo, type ScanClassification} from '../../diagnostics/redis.js'
+import {compareAndDelete, isPlainText, lockReleaseDenied, maskRedisUrl, redisInfo, scanByExpiry, type ScanClassification, type ScannedKey} from '../../diagnostics/redis.js'
 import type {ProbeResult} from '../../diagnostics/types.js'
 
 import type {CheckSpec, Finding, Fix} from '../../engine/types.js'
@@ -151,74 +151,165 @@ export const redisMemory: CheckSpec<CallfsContext> = {
   },
 }
 
-/** One scan of the lock keys serves both lock checks. */
-function lockScan(ctx: CallfsContext): Promise<ProbeResult<ScanClassification>> {
-  // A scan of a large keyspace takes longer than one probe; it gets its own, larger budget.
-  const budget = scanBudget(ctx.timeoutMs)
-  return ctx.memo('lock-scan', () =>
-    ctx.redis((redis) => scanByExpiry(redis, ctx.target.lock_prefix, {maxTtlMs: ctx.target.lock_timeout, count: 1000, maxKeys: 5_000_000, signal: ctx.signal}), {timeoutMs: budget}),
-  )
-}
+/**
+ * The lock scan's bounds. A scan of a large keyspace takes longer than one probe, so it gets its
+ * own budget: the probe time-out, at least minBudgetMs (tests lower it to reach the deadline).
+ */
+export const lockScanLimits = {minBudgetMs: 30_000, maxKeys: 5_000_000}
 
 function scanBudget(timeoutMs: number): number {
-  return Math.max(timeoutMs, 30_000)
+  return Math.max(timeoutMs, lockScanLimits.minBudgetMs)
 }
 
+/** When the scan stops and keeps what it found: ~1 s before the Redis session's own deadline. */
+function scanStopMs(budget: number): number {
+  return Math.max(budget - 1000, Math.round(budget / 2))
+}
+
+interface LockScan {
+  scan: ScanClassification
+  /** Why this Redis user cannot run the guarded release (null: it can, or Redis cannot tell). */
+  releaseDenied: string | null
+}
+
+/** One scan of the lock keys serves both lock checks. */
+function lockScan(ctx: CallfsContext): Promise<ProbeResult<LockScan>> {
+  return ctx.memo('lock-scan', () => {
+    const budget = scanBudget(ctx.timeoutMs)
+    // The scan stops at its own deadline with what it found; the whole session's deadline
+    // (budget) would throw all of that away. The permission check after it gets what is left.
+    const stopScan = AbortSignal.any([ctx.signal, AbortSignal.timeout(scanStopMs(budget))])
+    const stopCheck = AbortSignal.any([ctx.signal, AbortSignal.timeout(budget - Math.min(300, Math.round(budget / 10)))])
+    return ctx.redis(
+      async (redis): Promise<LockScan> => {
+        const scan = await scanByExpiry(redis, ctx.target.lock_prefix, {maxTtlMs: ctx.target.lock_timeout, count: 1000, maxKeys: lockScanLimits.maxKeys, signal: stopScan})
+        // Can this user run the guard? Asked on a real orphan, so its key patterns apply.
+        const sample = [...scan.withoutExpiry, ...scan.expiryAbove].find((k) => uncomparable(k) === null)
+        const releaseDenied = sample ? await lockReleaseDenied(redis, sample.keyBytes, {signal: stopCheck}) : null
+        return {scan, releaseDenied}
+      },
+      {timeoutMs: budget},
+    )
+  })
+}
+
+/** The first 8 characters of an owner (an escape such as \xff counts as one). */
 function short(owner: string | null): string {
   if (!owner) return 'no owner value'
-  return owner.length > 12 ? `${owner.slice(0, 8)}…` : owner
+  const units = owner.match(/\\x[0-9a-f]{2}|\\\\|[\s\S]/gu) ?? []
+  return units.length > 12 ? `${units.slice(0, 8).join('')}…` : owner
 }
 
-/**
- * diagnostics/redis.ts reads at most this many characters of a value (VALUE_CAP) and marks a
- * longer one with a trailing "…": such a value cannot be compared exactly by the guard.
- */
-const COMPARED_CHARS = 200
-
 /** Why the guard cannot compare this key's value exactly, or null when it can. */
-function uncomparable(k: KeyInfo): string | null {
-  if (k.value === null) return 'not a string value'
-  if (k.value.length >= COMPARED_CHARS && k.value.endsWith('…')) return 'its value is longer than opsctl compares'
+function uncomparable(k: ScannedKey): string | null {
+  if (k.valueBytes === null) return 'not a string value'
+  if (k.valueTruncated) return 'its value is longer than opsctl compares'
   return null
 }
 
-export function releaseLocksFix(ctx: CallfsContext, orphans: KeyInfo[]): Fix {
-  // Only what the guard can compare exactly is deleted; the rest is shown for a person to judge.
-  const guarded = orphans.filter((k) => uncomparable(k) === null)
-  const blind = orphans.filter((k) => uncomparable(k) !== null)
-  const items = guarded.map((k) => ({key: k.key, value: k.value ?? ''}))
+/** How many keys a plan and its commands name one by one; the rest is one line with the count. */
+export const PLAN_KEYS = 50
+
+function thousands(n: number): string {
+  return n.toLocaleString('en-US')
+}
+
+/** printf's format for exact bytes: printable ASCII as it is, everything else as \ooo. */
+function printfBytes(b: Buffer): string {
+  let out = ''
+  for (const c of b) out += c >= 0x20 && c < 0x7f && c !== 0x5c && c !== 0x25 && c !== 0x27 ? String.fromCharCode(c) : `\\${c.toString(8).padStart(3, '0')}`
+  return out
+}
+
+/** DEL of one key as a pasteable shell command; a key that is not plain text goes through printf and -x, byte for byte. */
+function delCommand(ctx: CallfsContext, k: ScannedKey): string {
+  if (isPlainText(k.keyBytes)) return `${cli(ctx)} DEL ${shellQuote(k.key)}`
+  return `printf '${printfBytes(k.keyBytes)}' | ${cli(ctx)} -x DEL`
+}
+
+/** "without expiry", "with an expiry above lock_timeout 60s", or both, as found among `keys`. */
+function expiryRule(keys: ScannedKey[], lockTimeoutMs: number): string {
+  const none = keys.some((k) => k.pttl === -1)
+  const above = keys.some((k) => k.pttl !== -1)
+  const aboveText = `with an expiry above lock_timeout ${formatMs(lockTimeoutMs)}`
+  return none && above ? `without expiry or ${aboveText}` : none ? 'without expiry' : aboveText
+}
+
+/**
+ * The release of `orphans` (one scan's result): a guarded compare-and-delete of each whose
+ * value the guard can compare, when this Redis user may run it; the rest left for a person.
+ * The plan names up to PLAN_KEYS keys, then one line with the exact count of the others and the
+ * rule that picks them; apply() acts on exactly the keys of the plan, named or counted.
+ */
+export function releaseLocksFix(ctx: CallfsContext, orphans: ScannedKey[], o: {releaseDenied?: string | null} = {}): Fix {
+  // Only what the guard can compare exactly, as a user allowed to run it, is deleted; the rest
+  // is shown for a person to judge.
+  const guarded: ScannedKey[] = []
+  const manual: Array<{k: ScannedKey; line: string}> = []
+  for (const k of orphans) {
+    const why = uncomparable(k)
+    if (why) manual.push({k, line: `leave ${k.key}: ${why}, so no guard can prove it unchanged — inspect it, then DEL it by hand`})
+    else if (o.releaseDenied) manual.push({k, line: `leave ${k.key} (owner ${short(k.value)}): ${o.releaseDenied} — check it still has ${k.pttl === -1 ? 'no expiry' : 'an expiry above lock_timeout'} and this owner, then DEL it by hand`})
+    else guarded.push(k)
+  }
+  const prefix = ctx.target.lock_prefix
   const maxTtlMs = ctx.target.lock_timeout
+  // Up to PLAN_KEYS keys named: each list gets at least half of them when both are longer.
+  const guardedShown = Math.min(guarded.length, PLAN_KEYS - Math.min(manual.length, PLAN_KEYS / 2))
+  const manualShown = Math.min(manual.length, PLAN_KEYS - guardedShown)
+  const plan = guarded.slice(0, guardedShown).map((k) => `compare-and-delete ${k.key} (owner ${short(k.value)})`)
+  const guardedMore = guarded.slice(guardedShown)
+  if (guardedMore.length > 0) {
+    const except = manual.length > 0 ? ' (the keys left alone below excepted)' : ''
+    plan.push(`… and ${thousands(guardedMore.length)} more: every other key under ${prefix} that this scan found ${expiryRule(guardedMore, maxTtlMs)}${except}, each by the same guarded compare-and-delete`)
+  }
+  plan.push(...manual.slice(0, manualShown).map((m) => m.line))
+  const manualMore = manual.slice(manualShown).map((m) => m.k)
+  if (manualMore.length > 0) {
+    // With releaseDenied every orphan is left alone; else exactly those the guard cannot compare.
+    const which = o.releaseDenied ? `, as this Redis user may not run the guard` : ' whose value is not a string or is longer than opsctl compares'
+    plan.push(`… and ${thousands(manualMore.length)} more left alone: every other key under ${prefix} that this scan found ${expiryRule(manualMore, maxTtlMs)}${which} — inspect each, then DEL it by hand`)
+  }
+  // CallFS paths may hold spaces and quotes: each key is one shell word, ready to paste.
+  const named = [...guarded.slice(0, guardedShown), ...manual.slice(0, manualShown).map((m) => m.k)]
+  const commands = named.map((k) => delCommand(ctx, k))
+  if (orphans.length > named.length) {
+    commands.push(`# … and ${thousands(orphans.length - named.length)} more: the same DEL for every other orphaned key this scan found (${thousands(orphans.length)} in all)`)
+  }
   const fix: Fix = {
     id: 'callfs.redis.release-orphaned-locks',
     title: guarded.length
       ? `Release the ${guarded.length} orphaned lock${guarded.length === 1 ? '' : 's'}`
       : `Inspect and release the ${orphans.length} orphaned lock key${orphans.length === 1 ? '' : 's'} by hand`,
-    plan: [
-      ...guarded.map((k) => `compare-and-delete ${k.key} (owner ${short(k.value)})`),
-      ...blind.map((k) => `leave ${k.key}: ${uncomparable(k)}, so no guard can prove it unchanged — inspect it, then DEL it by hand`),
-    ],
-    // CallFS paths may hold spaces and quotes: each key is one shell word, ready to paste.
-    commands: orphans.map((k) => `${cli(ctx)} DEL ${shellQuote(k.key)}`),
+    plan,
+    commands,
   }
   if (guarded.length === 0) return fix
+  const items = guarded.map((k) => ({key: k.keyBytes, value: k.valueBytes as Buffer}))
   return {
     ...fix,
-    confirmText: guarded.length === 1 ? (guarded[0] as KeyInfo).key : `${guarded.length} locks`,
+    confirmText: guarded.length === 1 ? (guarded[0] as ScannedKey).key : `${guarded.length} locks`,
     applyTimeoutMs: scanBudget(ctx.timeoutMs),
     async apply(signal) {
-      // Guard, in one Lua call per batch: the key still holds the same owner and still has no
+      // Guard, in one Lua call per batch: the key still holds the same bytes and still has no
       // (or an over-long) expiry. A lock re-acquired or given an expiry since is left alone.
       const r = await ctx.redis((redis) => compareAndDelete(redis, items, {maxTtlMs}), {timeoutMs: scanBudget(ctx.timeoutMs), signal})
       if (!r.ok) return {ok: false, detail: r.error.message}
       const {deleted, kept} = r.value
       const why = (reason: string) => kept.filter((k) => k.reason === reason).length
+      const denied = why('denied') ? `, ${why('denied')} denied to this Redis user by the ACL` : ''
       const leftAlone = kept.length
-        ? `; left alone ${kept.length}: ${why('value-changed')} re-acquired by another owner, ${why('has-expiry')} given an expiry, ${why('gone')} already gone`
+        ? `; left alone ${kept.length}: ${why('value-changed')} re-acquired by another owner, ${why('has-expiry')} given an expiry, ${why('gone')} already gone${denied}`
         : ''
-      return {ok: true, detail: `released ${deleted.length} of ${items.length} locks${leftAlone}`}
+      // A lock the ACL kept us from releasing is a plan not carried out: not ok.
+      return {ok: why('denied') === 0, detail: `released ${deleted.length} of ${items.length} locks${leftAlone}`}
     },
   }
 }
+
+/** Evidence names at most this many keys and owners; `count` and `ownerCount` say how many in all. */
+const EVIDENCE_KEYS = 1000
+const EVIDENCE_OWNERS = 100
 
 export const redisOrphanedLocks: CheckSpec<CallfsContext> = {
   id: 'callfs.redis.orphaned-locks',
@@ -230,30 +321,38 @@ export const redisOrphanedLocks: CheckSpec<CallfsContext> = {
   async run(ctx) {
     const r = await lockScan(ctx)
     if (!r.ok) return {status: 'unknown', summary: `could not scan ${ctx.target.lock_prefix}*: ${r.error.message}`}
-    const s = r.value
-    const orphans = [...s.withoutExpiry, ...s.expiryAbove]
+    const {scan: s, releaseDenied} = r.value
+    const orphans = [...s.withoutExpiry, ...s.expiryAbove].sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0))
     const scanned = `scanned ${s.matched} lock keys in ${formatMs(s.durationMs)}${s.truncated ? ' (stopped early: partial)' : ''}`
     if (orphans.length === 0) {
       return {status: s.truncated ? 'unknown' : 'ok', summary: `${s.live} live lock(s) under ${ctx.target.lock_prefix}, none orphaned; ${scanned}`, evidence: {scanned: s.matched, live: s.live}}
     }
-    const owners: Record<string, number> = {}
-    for (const k of orphans) owners[k.value ?? '(none)'] = (owners[k.value ?? '(none)'] ?? 0) + 1
-    const idle = orphans.map((k) => k.idleSeconds).filter((x): x is number => x !== null)
+    const owners = new Map<string, number>()
+    let idle: {min: number; max: number} | null = null
+    for (const k of orphans) {
+      owners.set(k.value ?? '(none)', (owners.get(k.value ?? '(none)') ?? 0) + 1)
+      if (k.idleSeconds === null) continue
+      idle = idle ? {min: Math.min(idle.min, k.idleSeconds), max: Math.max(idle.max, k.idleSeconds)} : {min: k.idleSeconds, max: k.idleSeconds}
+    }
+    const topOwners = [...owners].sort((a, b) => b[1] - a[1]).slice(0, EVIDENCE_OWNERS)
     const parts = []
     if (s.withoutExpiry.length) parts.push(`${s.withoutExpiry.length} lock key${s.withoutExpiry.length === 1 ? '' : 's'} under ${ctx.target.lock_prefix} ${s.withoutExpiry.length === 1 ? 'has' : 'have'} no expiry`)
     if (s.expiryAbove.length) parts.push(`${s.expiryAbove.length} have an expiry above lock_timeout ${formatMs(ctx.target.lock_timeout)}`)
+    const partial = s.truncated ? ` (partial scan: stopped after ${thousands(s.matched)} lock keys in ${formatMs(s.durationMs)}; there may be more)` : ''
     return {
       status: 'fail',
-      summary: parts.join('; '),
+      summary: `${parts.join('; ')}${partial}`,
       evidence: {
-        keys: orphans.slice(0, 20).map((k) => k.key),
+        keys: orphans.slice(0, EVIDENCE_KEYS).map((k) => k.key),
         count: orphans.length,
-        owners,
-        idleSeconds: idle.length ? {min: Math.min(...idle), max: Math.max(...idle)} : null,
+        owners: Object.fromEntries(topOwners),
+        ...(owners.size > topOwners.length ? {ownerCount: owners.size} : {}),
+        idleSeconds: idle,
         scanned: s.matched,
         live: s.live,
+        ...(s.truncated ? {partial: true} : {}),
       },
-      fix: releaseLocksFix(ctx, orphans),
+      fix: releaseLocksFix(ctx, orphans, {releaseDenied}),
     }
   },
 }
@@ -268,17 +367,19 @@ export const redisLockPressure: CheckSpec<CallfsContext> = {
   async run(ctx) {
     const r = await lockScan(ctx)
     if (!r.ok) return {status: 'unknown', summary: `could not scan ${ctx.target.lock_prefix}*: ${r.error.message}`}
-    const s = r.value
+    const s = r.value.scan
     const top = [...s.liveByValue.entries()].sort((a, b) => b[1] - a[1])
     const [owner, held] = top[0] ?? [null, 0]
     const evidence = {live: s.live, threshold: ctx.target.thresholds.live_locks, owners: top.length, topOwner: owner ? {owner, held} : null}
     const problems: string[] = []
     if (s.live > ctx.target.thresholds.live_locks) problems.push(`${s.live} live locks (threshold ${ctx.target.thresholds.live_locks})`)
     if (s.live >= 50 && held / s.live > 0.8 && top.length > 1) problems.push(`one instance (${short(owner)}) holds ${held} of ${s.live} live locks`)
-    if (problems.length === 0) return {status: 'ok', summary: `${s.live} live lock(s) held by ${top.length} instance(s)`, evidence}
+    // A partial scan counted only some of the locks: enough to warn, never enough to say ok.
+    const partial = s.truncated ? ` (partial scan: stopped after ${thousands(s.matched)} lock keys; there may be more)` : ''
+    if (problems.length === 0) return {status: s.truncated ? 'unknown' : 'ok', summary: `${s.live} live lock(s) held by ${top.length} instance(s)${partial}`, evidence}
     return {
       status: 'warn',
-      summary: problems.join('; '),
+      summary: `${problems.join('; ')}${partial}`,
       evidence,
       fix: {
         id: 'callfs.redis.tune-locks',

@@ -14,7 +14,8 @@ import {Agent, request} from 'undici'
 import {afterAll, afterEach, beforeAll, describe, expect, it} from 'vitest'
 
 import type {TargetRun} from '../../../src/engine/runner.js'
-import type {CheckReport} from '../../../src/engine/types.js'
+import type {CheckReport, Fix} from '../../../src/engine/types.js'
+import {lockScanLimits} from '../../../src/runbooks/callfs/checks-redis.js'
 import {API_KEY, startCallfsWorld, type CallfsWorld} from '../../support/callfs-world.js'
 import {freePort} from '../../support/ports.js'
 import {startRedis, type TestRedis} from '../../support/redis.js'
@@ -88,6 +89,23 @@ async function walkFor(id: string, overrides: Record<string, unknown> = {}): Pro
 }
 
 const redisPort = () => (w.redis as TestRedis).port
+
+/** Overrides and settings to run the checks as a Redis ACL user, and a run to apply a check's fix as that user. */
+function asUser(user: string, pass: string) {
+  const over = {redis: `redis://${user}@127.0.0.1:${redisPort()}/0`, redis_password_env: 'CALLFS_REDIS_PASSWORD'}
+  const settings = {env: {...w.env, CALLFS_REDIS_PASSWORD: pass}}
+  const run = (check: CheckReport, fix: Fix | undefined): TargetRun => {
+    const target = w.target(over).name
+    return {
+      system: 'callfs',
+      target,
+      report: {system: 'callfs', target, status: check.status, durationMs: 0, path: [check.id], checks: [check]},
+      fixes: new Map(fix ? [[check.id, fix]] : []),
+      recheck: async (id) => w.check(id, over, settings),
+    }
+  }
+  return {over, settings, run}
+}
 
 // ---- callfs.redis.ping --------------------------------------------------------------------------
 
@@ -437,36 +455,197 @@ describe('callfs.redis.orphaned-locks', () => {
     })
   })
 
-  it('a read-only ACL user (no scripting) still finds the orphans; the fix, which needs Lua for its guard, refuses and deletes nothing', async () => {
+  it('a read-only ACL user (no scripting) still finds the orphans; the release, whose guard is a Lua script, is offered by hand only', async () => {
     const pass = 'Ro-User-Pass-52a7e'
     await r.call('ACL', 'SETUSER', 'opsro', 'reset', 'on', `>${pass}`, '~*', '&*', '+@read', '+@connection', '+info', '-@scripting')
     try {
       const a = owner()
       await r.set('callfs:lock:file:/ro/orphan.txt', a)
       await r.set('callfs:lock:file:/ro/live.txt', a, 'EX', 30)
-      const over = {redis: `redis://opsro@127.0.0.1:${redisPort()}/0`, redis_password_env: 'CALLFS_REDIS_PASSWORD'}
-      const settings = {env: {...w.env, CALLFS_REDIS_PASSWORD: pass}}
-      const {fix, ...check} = await w.check('callfs.redis.orphaned-locks', over, settings)
+      const as = asUser('opsro', pass)
+      const {fix, ...check} = await w.check('callfs.redis.orphaned-locks', as.over, as.settings)
       expect(check.status).toBe('fail')
       expect(check.evidence).toMatchObject({keys: ['callfs:lock:file:/ro/orphan.txt'], count: 1, owners: {[a]: 1}, live: 1})
+      expect(check.remediation).toMatchObject({id: 'callfs.redis.release-orphaned-locks', automated: false, risk: null, title: 'Inspect and release the 1 orphaned lock key by hand'})
+      expect(check.remediation?.plan).toEqual([
+        `leave callfs:lock:file:/ro/orphan.txt (owner ${a.slice(0, 8)}…): this Redis user may not run scripts (EVAL/EVALSHA), and the guard is a Lua script — check it still has no expiry and this owner, then DEL it by hand`,
+      ])
+      expect(check.remediation?.commands).toEqual([`redis-cli -u redis://opsro@127.0.0.1:${redisPort()}/0 DEL callfs:lock:file:/ro/orphan.txt`])
+      expect(fix?.apply).toBeUndefined()
 
-      const target = w.target(over).name
-      const run: TargetRun = {
-        system: 'callfs',
-        target,
-        report: {system: 'callfs', target, status: check.status, durationMs: 0, path: [check.id], checks: [check]},
-        fixes: new Map(fix ? [[check.id, fix]] : []),
-        recheck: async (id) => w.check(id, over, settings),
-      }
-      const audit = await w.applyYes(run)
+      // --yes has nothing to apply: no attempt that could only fail at apply time.
+      const audit = await w.applyYes(as.run(check, fix))
+      expect(audit).toEqual([])
+      expect(check.outcome).toBeNull()
       expect(await r.get('callfs:lock:file:/ro/orphan.txt')).toBe(a)
-      expect(check.outcome).toMatchObject({decision: 'applied', ok: false, verified: false})
-      expect(check.outcome?.detail).toMatch(/denied a command to this user \(NOPERM.*\) — grant it in the ACL; re-check: fail/)
-      expect(audit[0]).toMatchObject({decision: 'applied', verified: false, result: {ok: false}})
       expect(JSON.stringify([check, audit])).not.toContain(pass)
     } finally {
       await r.call('ACL', 'DELUSER', 'opsro')
     }
+  })
+
+  it('a user who may run scripts but not DEL: the release is offered by hand, naming what the ACL denies', async () => {
+    const pass = 'No-Del-Pass-8e1f0'
+    await r.call('ACL', 'SETUSER', 'opsnodel', 'reset', 'on', `>${pass}`, '~*', '&*', '+@read', '+@scripting', '+@connection', '+info')
+    try {
+      const a = owner()
+      await r.set('callfs:lock:file:/nodel/orphan.txt', a)
+      const as = asUser('opsnodel', pass)
+      const {fix, ...check} = await w.check('callfs.redis.orphaned-locks', as.over, as.settings)
+      expect(check.status).toBe('fail')
+      expect(check.remediation).toMatchObject({automated: false, title: 'Inspect and release the 1 orphaned lock key by hand'})
+      expect(check.remediation?.plan).toEqual([
+        `leave callfs:lock:file:/nodel/orphan.txt (owner ${a.slice(0, 8)}…): the ACL denies this Redis user DEL on the lock keys — check it still has no expiry and this owner, then DEL it by hand`,
+      ])
+      expect(fix?.apply).toBeUndefined()
+      expect(await w.applyYes(as.run(check, fix))).toEqual([])
+      expect(await r.get('callfs:lock:file:/nodel/orphan.txt')).toBe(a)
+    } finally {
+      await r.call('ACL', 'DELUSER', 'opsnodel')
+    }
+  })
+
+  it('DEL revoked between diagnosis and fix: the guard leaves the lock alone, says why, and the fix is not ok', async () => {
+    const pass = 'Locker-Pass-3c9d2'
+    await r.call('ACL', 'SETUSER', 'opslocker', 'reset', 'on', `>${pass}`, '~callfs:lock:*', '+@read', '+@scripting', '+del', '+@connection', '+info')
+    try {
+      const a = owner()
+      await r.set('callfs:lock:file:/revoked.txt', a)
+      const as = asUser('opslocker', pass)
+      const {fix, ...check} = await w.check('callfs.redis.orphaned-locks', as.over, as.settings)
+      expect(check.remediation).toMatchObject({automated: true, plan: [`compare-and-delete callfs:lock:file:/revoked.txt (owner ${a.slice(0, 8)}…)`]})
+      await r.call('ACL', 'SETUSER', 'opslocker', '-del')
+      const audit = await w.applyYes(as.run(check, fix))
+      expect(await r.get('callfs:lock:file:/revoked.txt')).toBe(a)
+      expect(check.outcome).toMatchObject({
+        decision: 'applied',
+        ok: false,
+        verified: false,
+        detail: 'released 0 of 1 locks; left alone 1: 0 re-acquired by another owner, 0 given an expiry, 0 already gone, 1 denied to this Redis user by the ACL; re-check: fail (1 lock key under callfs:lock: has no expiry)',
+      })
+      expect(audit[0]).toMatchObject({decision: 'applied', verified: false, result: {ok: false}})
+    } finally {
+      await r.call('ACL', 'DELUSER', 'opslocker')
+    }
+  })
+
+  it('125,000 orphans: the check still fails with them (no stack overflow); plan and commands name 50 and state the rest exactly; evidence keeps 1,000 keys and 100 owners', async () => {
+    // Keys callfs:lock:file:/orphan:<n>, values "value:<n>", no expiry: 125,000 owners too.
+    await r.call('DEBUG', 'POPULATE', '125000', 'callfs:lock:file:/orphan')
+    const a = owner()
+    for (let i = 0; i < 5; i++) await r.set(`callfs:lock:file:/live/${i}.txt`, a, 'EX', 30)
+    const c = await w.check('callfs.redis.orphaned-locks')
+    expect(c.status).toBe('fail')
+    expect(c.summary).toBe('125000 lock keys under callfs:lock: have no expiry')
+    expect(c.evidence).toMatchObject({count: 125_000, scanned: 125_005, live: 5, ownerCount: 125_000, idleSeconds: {min: expect.any(Number), max: expect.any(Number)}})
+    expect(c.evidence.keys).toHaveLength(1000)
+    expect(Object.keys(c.evidence.owners as object)).toHaveLength(100)
+    const plan = c.remediation?.plan ?? []
+    expect(plan).toHaveLength(51)
+    for (const line of plan.slice(0, 50)) expect(line).toMatch(/^compare-and-delete callfs:lock:file:\/orphan:\d+ \(owner value:\d+\)$/)
+    expect(plan[50]).toBe('… and 124,950 more: every other key under callfs:lock: that this scan found without expiry, each by the same guarded compare-and-delete')
+    const commands = c.remediation?.commands ?? []
+    expect(commands).toHaveLength(51)
+    expect(commands[50]).toBe('# … and 124,950 more: the same DEL for every other orphaned key this scan found (125,000 in all)')
+    expect(c.remediation).toMatchObject({automated: true})
+  })
+
+  it('more orphans than the plan names: the fix releases every one the scan found, named or counted, and the audit keeps the bounded plan', async () => {
+    await plantCallfsData(200)
+    const [a, b] = [owner(), owner()]
+    for (let i = 0; i < 5; i++) await r.set(`callfs:lock:file:/live/${i}.txt`, a, 'EX', 30)
+    const orphans = Array.from({length: 120}, (_, i) => `callfs:lock:file:/many/${String(i).padStart(3, '0')}.txt`)
+    await r.mset(...orphans.flatMap((k, i) => [k, i % 2 ? a : b]))
+    await r.set('callfs:lock:file:/zz-stuck', a, 'EX', 7200) // sorts last: among the keys counted, not named
+    await r.hset('callfs:lock:file:/a-hash', {owner: a}) // left for a person
+    const before = await keyspace(r)
+
+    const run = await walkFor('callfs.redis.orphaned-locks')
+    const plan = run.check.remediation?.plan ?? []
+    expect(plan).toHaveLength(49 + 1 + 1) // 49 named releases and the rule for the rest, the one left alone: 50 keys named
+    expect(plan.filter((l) => l.startsWith('compare-and-delete '))).toHaveLength(49)
+    expect(plan[49]).toBe(
+      '… and 72 more: every other key under callfs:lock: that this scan found without expiry or with an expiry above lock_timeout 60s (the keys left alone below excepted), each by the same guarded compare-and-delete',
+    )
+    expect(plan[50]).toMatch(/^leave callfs:lock:file:\/a-hash: not a string value/)
+    expect(run.check.remediation?.commands.at(-1)).toBe('# … and 72 more: the same DEL for every other orphaned key this scan found (122 in all)')
+
+    const audit = await w.applyYes(run)
+    const released = [...orphans, 'callfs:lock:file:/zz-stuck']
+    expect(await keyspace(r)).toEqual(new Map([...before].filter(([k]) => !released.includes(k))))
+    expect(run.check.outcome).toMatchObject({decision: 'applied', ok: true, verified: false})
+    expect(run.check.outcome?.detail).toBe('released 121 of 121 locks; re-check: fail (1 lock key under callfs:lock: has no expiry)')
+    expect(audit[0]?.plan).toEqual(plan)
+  })
+
+  it('the lines that count the keys not named state the exact rule: what the guard cannot compare; everything, for a user who may not run the guard', async () => {
+    const a = owner()
+    const p = r.pipeline()
+    for (let i = 0; i < 40; i++) p.set(`callfs:lock:file:/g/${String(i).padStart(2, '0')}`, a)
+    for (let i = 0; i < 30; i++) p.hset(`callfs:lock:file:/h/${String(i).padStart(2, '0')}`, {owner: a})
+    p.set('callfs:lock:file:/zz-stuck', a, 'EX', 7200)
+    await p.exec()
+    const plan = (await w.check('callfs.redis.orphaned-locks')).remediation?.plan ?? []
+    // 25 of each named (50 keys), then one line for the rest of each kind.
+    expect(plan).toHaveLength(52)
+    expect(plan[25]).toBe(
+      '… and 16 more: every other key under callfs:lock: that this scan found without expiry or with an expiry above lock_timeout 60s (the keys left alone below excepted), each by the same guarded compare-and-delete',
+    )
+    expect(plan[51]).toBe('… and 5 more left alone: every other key under callfs:lock: that this scan found without expiry whose value is not a string or is longer than opsctl compares — inspect each, then DEL it by hand')
+
+    const pass = 'Ro-User-Pass-1b7c4'
+    await r.call('ACL', 'SETUSER', 'opsro2', 'reset', 'on', `>${pass}`, '~*', '&*', '+@read', '+@connection', '+info', '-@scripting')
+    try {
+      const as = asUser('opsro2', pass)
+      const ro = (await w.check('callfs.redis.orphaned-locks', as.over, as.settings)).remediation
+      expect(ro?.automated).toBe(false)
+      expect(ro?.plan).toHaveLength(51)
+      expect(ro?.plan[0]).toBe(`leave callfs:lock:file:/g/00 (owner ${a.slice(0, 8)}…): this Redis user may not run scripts (EVAL/EVALSHA), and the guard is a Lua script — check it still has no expiry and this owner, then DEL it by hand`)
+      expect(ro?.plan[50]).toBe(
+        '… and 21 more left alone: every other key under callfs:lock: that this scan found without expiry or with an expiry above lock_timeout 60s, as this Redis user may not run the guard — inspect each, then DEL it by hand',
+      )
+    } finally {
+      await r.call('ACL', 'DELUSER', 'opsro2')
+    }
+  })
+
+  it('keys and values that are not UTF-8: shown escaped, compared byte for byte and released; the DEL command reproduces the exact key (run through sh)', async () => {
+    const a = owner()
+    const bin = Buffer.from('callfs:lock:file:/bin\xff\xfe', 'latin1')
+    const multibyte = 'callfs:lock:file:/'.padEnd(30, 'é')
+    await r.set(bin, a)
+    await r.set('callfs:lock:file:/line\nbreak', a)
+    await r.set('callfs:lock:file:/v', Buffer.from([0x80, 0x81, 0x82]))
+    await r.set(multibyte, 'ü'.repeat(150)) // 150 characters, 300 bytes: longer than the guard compares
+    const run = await walkFor('callfs.redis.orphaned-locks')
+    const c = run.check
+    expect(c.evidence).toMatchObject({count: 4, keys: ['callfs:lock:file:/bin\\xff\\xfe', 'callfs:lock:file:/line\\x0abreak', 'callfs:lock:file:/v', multibyte]})
+    expect(c.remediation?.plan).toEqual([
+      `compare-and-delete callfs:lock:file:/bin\\xff\\xfe (owner ${a.slice(0, 8)}…)`,
+      `compare-and-delete callfs:lock:file:/line\\x0abreak (owner ${a.slice(0, 8)}…)`,
+      'compare-and-delete callfs:lock:file:/v (owner \\x80\\x81\\x82)',
+      `leave ${multibyte}: its value is longer than opsctl compares, so no guard can prove it unchanged — inspect it, then DEL it by hand`,
+    ])
+    const cli = `redis-cli -u redis://127.0.0.1:${redisPort()}/0`
+    expect(c.remediation?.commands).toEqual([
+      `printf 'callfs:lock:file:/bin\\377\\376' | ${cli} -x DEL`,
+      `printf 'callfs:lock:file:/line\\012break' | ${cli} -x DEL`,
+      `${cli} DEL callfs:lock:file:/v`,
+      `${cli} DEL '${multibyte}'`,
+    ])
+
+    await w.applyYes(run)
+    expect(await r.exists(bin, 'callfs:lock:file:/line\nbreak', 'callfs:lock:file:/v')).toBe(0)
+    expect(await r.get(multibyte)).toBe('ü'.repeat(150))
+    expect(c.outcome).toMatchObject({ok: true, verified: false, detail: 'released 3 of 3 locks; re-check: fail (1 lock key under callfs:lock: has no expiry)'})
+
+    // The command for a key that is not UTF-8 deletes exactly that key.
+    await r.set(bin, a)
+    await r.set(Buffer.from('callfs:lock:file:/bin\xff\xff', 'latin1'), a) // one byte apart
+    const {stdout} = await execFileP('sh', ['-c', c.remediation?.commands[0] ?? ''])
+    expect(stdout.trim()).toBe('1')
+    expect(await r.exists(bin)).toBe(0)
+    expect(await r.exists(Buffer.from('callfs:lock:file:/bin\xff\xff', 'latin1'))).toBe(1)
   })
 
   it('the simulator: a PUT under an orphaned lock fails 500; after the fix the PUT succeeds', async () => {
@@ -494,6 +673,42 @@ describe('callfs.redis.orphaned-locks', () => {
     } finally {
       await dispatcher.close()
     }
+  })
+})
+
+describe('the lock scan at its deadline', () => {
+  afterEach(() => {
+    lockScanLimits.minBudgetMs = 30_000
+  })
+
+  it('a keyspace larger than the scan budget: orphans found so far fail the check as a partial scan, none found is unknown — never thrown away', async () => {
+    // The Redis session gets 600 ms; the scan stops at 300 ms with what it found. SCAN walks
+    // every key (~0.8 µs each), so 1,000,000 other keys take several times that.
+    lockScanLimits.minBudgetMs = 600
+    await r.call('DEBUG', 'POPULATE', '1000000', 'callfs:md:')
+    const a = owner()
+    for (let i = 0; i < 50; i++) await r.set(`callfs:lock:file:/live/${i}.txt`, a, 'EX', 30)
+    const settings = {timeoutMs: 300}
+
+    let started = Date.now()
+    const none = await w.check('callfs.redis.orphaned-locks', {}, settings)
+    expect(Date.now() - started).toBeLessThan(600)
+    expect(none.status).toBe('unknown')
+    expect(none.summary).toMatch(/^\d+ live lock\(s\) under callfs:lock:, none orphaned; scanned \d+ lock keys in \d+ms \(stopped early: partial\)$/)
+    const pressure = await w.check('callfs.redis.lock-pressure', {}, settings)
+    expect(pressure.status).toBe('unknown')
+    expect(pressure.summary).toMatch(/^\d+ live lock\(s\) held by [01] instance\(s\) \(partial scan: stopped after [\d,]+ lock keys; there may be more\)$/)
+
+    await r.call('DEBUG', 'POPULATE', '2000', 'callfs:lock:file:/orphan')
+    started = Date.now()
+    const found = await w.check('callfs.redis.orphaned-locks', {}, settings)
+    expect(Date.now() - started).toBeLessThan(600)
+    expect(found.status).toBe('fail')
+    expect(found.summary).toMatch(/^\d+ lock keys? under callfs:lock: (has|have) no expiry \(partial scan: stopped after [\d,]+ lock keys in \d+ms; there may be more\)$/)
+    expect(found.evidence.partial).toBe(true)
+    expect(found.evidence.count).toBeGreaterThan(0)
+    expect(found.evidence.count).toBeLessThan(2000)
+    expect(found.remediation).toMatchObject({id: 'callfs.redis.release-orphaned-locks', automated: true})
   })
 })
 
