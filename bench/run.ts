@@ -192,7 +192,7 @@ async function orphans(dir: string): Promise<void> {
     row('peak RSS of that opsctl process', `${(rssKb / 1024).toFixed(0)} MB`, '< 200 MB', rssKb / 1024 < 200)
 
     const result = await scanByExpiry(r, 'callfs:lock:', {maxTtlMs, count: 1000})
-    const items = [...result.withoutExpiry, ...result.expiryAbove].map((k) => ({key: k.key, value: k.value ?? ''}))
+    const items = [...result.withoutExpiry, ...result.expiryAbove].map((k) => ({key: k.keyBytes, value: k.valueBytes ?? Buffer.alloc(0)}))
     const s = performance.now()
     const released = await compareAndDelete(r, items, {maxTtlMs})
     const releaseMs = performance.now() - s

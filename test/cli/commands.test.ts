@@ -186,6 +186,19 @@ describe('config init / validate / show', () => {
     expect(await readFile(file, 'utf8')).toBe(starter)
   })
 
+  it('init without a path writes to $OPSCTL_CONFIG when it is set', async () => {
+    const file = join(dir, 'from-env', 'config.yaml')
+    const r = await opsctl(['config', 'init'], {OPSCTL_CONFIG: file})
+    expect(r).toMatchObject({code: 0, stdout: `wrote ${file}; check it with: opsctl config validate --config ${file}\n`})
+    expect(await readFile(file, 'utf8')).toMatch(/^# opsctl configuration/)
+  })
+
+  it('an extra argument is named as one, not as an unknown command', async () => {
+    const r = await opsctl(['config', 'show', 'extra'])
+    expect(r).toMatchObject({code: 64, stdout: ''})
+    expect(r.stderr).toBe('opsctl: unexpected argument "extra" for "config show"; see `opsctl --help`\n')
+  })
+
   it('validate exits 78 with file:line:col for each problem, and for a --config that does not exist', async () => {
     const file = join(dir, 'invalid.yaml')
     await writeFile(file, 'version: 1\ntimeout: soon\nsystems:\n  callfs:\n    redis: "http://127.0.0.1:6379"\n')

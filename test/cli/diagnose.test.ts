@@ -7,7 +7,7 @@ import {join} from 'node:path'
 
 import {afterAll, beforeAll, describe, expect, it} from 'vitest'
 
-import {REPO, runCli, startCallfsWorld, type CallfsWorld, type CliResult} from '../support/callfs-world.js'
+import {REPO, runCli, startCallfsWorld, validCallfsConfig, type CallfsWorld, type CliResult} from '../support/callfs-world.js'
 
 const FAKEBIN = join(REPO, 'test', 'support', 'fakebin')
 const LOCK = 'callfs:lock:file:/a.txt'
@@ -302,7 +302,14 @@ describe.concurrent('exit codes', () => {
     const loop = join(w.dir, 'loop-a')
     await symlink(join(w.dir, 'loop-b'), loop)
     await symlink(loop, join(w.dir, 'loop-b'))
-    const config = await w.writeOpsctlConfig({redis: redisIn(1), data_dir: loop})
+    // CallFS's own config names the directory it really uses (backend.localfs_root_path): the loop.
+    const callfsConfig = join(w.dir, 'loop-config.yaml')
+    const pg = w.pg as NonNullable<CallfsWorld['pg']>
+    await writeFile(
+      callfsConfig,
+      validCallfsConfig({dataDir: loop, certFile: w.cert.certFile, keyFile: w.cert.keyFile, dsn: pg.dsn('callfs', 'callfs'), redisAddr: `127.0.0.1:${w.redis?.port}`}),
+    )
+    const config = await w.writeOpsctlConfig({redis: redisIn(1), data_dir: loop, config_file: callfsConfig})
     const r = await diagnose(config, ['--json'])
     const doc = parseJson(r)
     expect(checkOf(doc, 'callfs.disk.space')).toMatchObject({status: 'unknown', summary: expect.stringContaining(loop) as unknown as string})
@@ -338,6 +345,9 @@ describe.concurrent('exit codes', () => {
     expectUsage(hookshot, /^opsctl: hookshot: no runbook in this version yet \(available: callfs\)$/)
     expectUsage(timeout, /^opsctl: --timeout: "banana" is not a duration \(use 250ms, 5s, 2m, 1h\)$/)
     expectUsage(zero, /^opsctl: --timeout must be greater than zero$/)
+    const [long, novalue] = await Promise.all([cli(['diagnose', 'callfs', '--timeout', '2h'], {env}), cli(['diagnose', 'callfs', '--target'], {env})])
+    expectUsage(long, /^opsctl: --timeout: 2h is far too long \(at most 1h\)$/)
+    expectUsage(novalue, /^opsctl: Flag --target expects a value$/)
     expectUsage(modes, /^opsctl: --yes and --dry-run cannot be used together$/)
     expect(command).toMatchObject({code: 64, stdout: '', stderr: 'opsctl: unknown command "diagnoze"; see `opsctl --help`\n'})
   })
@@ -441,5 +451,19 @@ describe.concurrent('fleets: targets, --target and enabled: false', () => {
     expect(blue.code).toBe(0)
     expect(nosuch.code).toBe(64)
     expect(nosuch.stderr).toMatch(/^opsctl: no enabled target named purple in callfs\n/)
+    // one name matching is not enough: every name asked for must exist
+    const typo = await diagnose(config, ['--target', 'blue', '--target', 'bleu'])
+    expect(typo.code).toBe(64)
+    expect(typo.stderr).toMatch(/^opsctl: no enabled target named bleu in callfs\n/)
+  })
+
+  it('a system named on the command line but switched off is a usage error, not "ok, no checks"', async () => {
+    const path = join(w.dir, 'off.yaml')
+    await writeFile(path, JSON.stringify({version: 1, systems: {callfs: {enabled: false}}}))
+    const [named, all] = await Promise.all([diagnose(path, []), cli(['diagnose', '--config', path], {env})])
+    expect(named.code).toBe(64)
+    expect(named.stderr).toMatch(/^opsctl: callfs is switched off \(enabled: false\) in .*off\.yaml\n/)
+    expect(all.code).toBe(64)
+    expect(all.stderr).toMatch(/^opsctl: nothing to diagnose: every target of callfs is switched off in .*off\.yaml\n/)
   })
 })
