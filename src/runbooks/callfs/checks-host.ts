@@ -62,12 +62,8 @@ export const dataDirPermissions: CheckSpec<CallfsContext> = {
   budgetMs: (t) => t * 2 + 1000,
   async run(ctx) {
     if (!(await ctx.isLocal())) return {status: 'skipped', summary: `${ctx.url.hostname} is not this machine`}
-    let name = ctx.target.service_user
-    if (!name) {
-      // A loaded unit without User= runs as root; with no unit to ask, assume a user named after it.
-      const unit = await ctx.unit()
-      name = unit.ok && unit.value.loadState === 'loaded' ? (unit.value.user ?? 'root') : ctx.target.unit
-    }
+    // With no unit to ask, a user named after the unit is the best guess for ownership.
+    const {name} = await ctx.serviceUserName()
     const user = await lookupUser(name)
     if (!user) return {status: 'skipped', summary: `no user "${name}" on this machine: set systems.callfs.service_user to the user CallFS runs as`}
     const dir = await callfsDataDir(ctx)

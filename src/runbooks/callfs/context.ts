@@ -158,15 +158,24 @@ export class CallfsContext extends CheckContext<CallfsTarget> {
    * The user CallFS runs as: systems.callfs.service_user, else the User= of its (loaded) unit,
    * root when the unit sets none; null when neither is known or the user does not exist here.
    */
+  /**
+   * The user CallFS runs as: systems.callfs.service_user, else the unit's User= (root when the
+   * unit sets none), else — a guess, said as such — a user named after the unit.
+   */
+  serviceUserName(): Promise<{name: string; guessed: boolean}> {
+    return this.memo('service-user-name', async () => {
+      if (this.target.service_user) return {name: this.target.service_user, guessed: false}
+      const unit = await this.unit()
+      if (unit.ok && unit.value.loadState === 'loaded') return {name: unit.value.user ?? 'root', guessed: false}
+      return {name: this.target.unit, guessed: true}
+    })
+  }
+
+  /** The service user when it is known (not guessed) and exists here. */
   serviceUser(): Promise<UserInfo | null> {
     return this.memo('service-user', async () => {
-      let name = this.target.service_user
-      if (!name) {
-        const unit = await this.unit()
-        if (!unit.ok || unit.value.loadState !== 'loaded') return null
-        name = unit.value.user ?? 'root'
-      }
-      return lookupUser(name)
+      const {name, guessed} = await this.serviceUserName()
+      return guessed ? null : lookupUser(name)
     })
   }
 
