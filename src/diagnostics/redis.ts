@@ -446,8 +446,11 @@ const NOT_A_STRING = '(not a string)'
  * IDLETIME, then their value (reading it resets the idle time). Values are read with GETRANGE
  * (VALUE_CAP + 1 bytes: one more tells a longer value), so a huge value costs no more than its
  * first bytes. Read-only; each call does one SCAN's worth of work (~1 ms at COUNT 1000).
- * Returns {cursor, walked, {key, pttl, idle, value}..., {key, value}... of the live keys}: the
- * live keys come back too, so a key SCAN returns twice is counted once.
+ * Returns {cursor, walked, {key, pttl, idle, value}..., {owner value, count}... of the live
+ * keys}: live keys are counted inside Redis, by owner, so a scan of a large lock table moves only
+ * its anomalies (deduplicated here, as SCAN may return a key twice) and a few owner counts. A key
+ * SCAN returns twice while Redis rehashes can be counted twice among the live ones: those counts
+ * only feed the lock-pressure heuristic.
  */
 const SCAN_BY_EXPIRY = `
 local step = redis.call('SCAN', ARGV[1], 'MATCH', ARGV[2], 'COUNT', ARGV[3])
@@ -470,13 +473,17 @@ for i = 1, n do
       anomalies[#anomalies + 1] = v
     else
       local v = redis.pcall('GETRANGE', key, 0, ${VALUE_CAP})
-      if type(v) ~= 'string' then v = false end
-      live[#live + 1] = key
-      live[#live + 1] = v
+      if type(v) ~= 'string' then v = '' end
+      live[v] = (live[v] or 0) + 1
     end
   end
 end
-return {step[1], n, anomalies, live}
+local owners = {}
+for v, c in pairs(live) do
+  owners[#owners + 1] = v
+  owners[#owners + 1] = c
+end
+return {step[1], n, anomalies, owners}
 `
 
 /** Everything scanByExpiry's two ways of scanning share: each key once, in the result. */
@@ -499,12 +506,12 @@ class Classifier {
     ;(pttl === -1 ? this.result.withoutExpiry : this.result.expiryAbove).push(scannedKey(key, pttl, idleSeconds, value))
   }
 
-  live(key: Buffer, value: unknown): void {
-    if (!this.first(key)) return
-    this.result.matched++
-    this.result.live++
-    const owner = this.owner(value)
-    this.result.liveByValue.set(owner, (this.result.liveByValue.get(owner) ?? 0) + 1)
+  /** `n` live keys holding `value` (empty: not a string). */
+  liveCount(value: unknown, n: number): void {
+    this.result.matched += n
+    this.result.live += n
+    const owner = Buffer.isBuffer(value) && value.length === 0 ? NOT_A_STRING : this.owner(value)
+    this.result.liveByValue.set(owner, (this.result.liveByValue.get(owner) ?? 0) + n)
   }
 
   private owner(value: unknown): string {
@@ -582,10 +589,7 @@ export async function scanByExpiry(
       const idle = anomalies[i + 2] as number
       if (Buffer.isBuffer(key)) classifier.anomaly(key, anomalies[i + 1] as number, idle >= 0 ? idle : null, anomalies[i + 3])
     }
-    for (let i = 0; i + 1 < live.length; i += 2) {
-      const key = live[i]
-      if (Buffer.isBuffer(key)) classifier.live(key, live[i + 1])
-    }
+    for (let i = 0; i + 1 < live.length; i += 2) classifier.liveCount(live[i], live[i + 1] as number)
     cursor = next.toString()
     if (walked >= limit && cursor !== '0') result.truncated = true
   } while (cursor !== '0' && !result.truncated)
@@ -634,7 +638,7 @@ async function scanByExpiryPipelined(
         const idle = replies[idleAt.get(i) ?? -1]
         classifier.anomaly(key, t, idle && !idle[0] && typeof idle[1] === 'number' ? idle[1] : null, capBytes(values[i]))
       } else {
-        classifier.live(key, capBytes(values[i]))
+        classifier.liveCount(capBytes(values[i]), 1)
       }
     })
   }
