@@ -4,7 +4,7 @@ import {STATUS_CODES} from 'node:http'
 import {bucketDelta, histogramBuckets, type Bucket, histogramQuantile, parsePrometheusText, samplesNamed, sumCounter, type Scrape} from '../../diagnostics/prometheus.js'
 import type {ProbeResult} from '../../diagnostics/types.js'
 
-import type {CheckSpec, Fix} from '../../engine/types.js'
+import type {CheckSpec, Finding, Fix} from '../../engine/types.js'
 import type {CallfsContext} from './context.js'
 import {formatMs} from '../../util/time.js'
 
@@ -106,6 +106,16 @@ function durationBuckets(s: Scrape, where: (labels: Record<string, string>) => b
   return histogramBuckets(s, DURATION, where) ?? (servesCallfs(s) ? [] : null)
 }
 
+/** What both rate checks start from: the two scrapes and which samples count, or why not. */
+async function scrapeWindow(ctx: CallfsContext): Promise<{pair: Awaited<ReturnType<typeof scrapePair>>; counted: (labels: Record<string, string>) => boolean} | Finding> {
+  try {
+    const pair = await scrapePair(ctx)
+    return {pair, counted: requestFilter(pair.before.scrape, ...(pair.after ? [pair.after.scrape] : []))}
+  } catch (error) {
+    return {status: 'unknown', summary: (error as Error).message}
+  }
+}
+
 export const errorsRate: CheckSpec<CallfsContext> = {
   id: 'callfs.errors.rate',
   title: 'HTTP 5xx error rate is below 10%',
@@ -114,13 +124,9 @@ export const errorsRate: CheckSpec<CallfsContext> = {
   remediations: [{id: 'callfs.errors.investigate', title: 'Find the source of the 5xx responses', automated: false}],
   budgetMs: budget,
   async run(ctx) {
-    let pair
-    try {
-      pair = await scrapePair(ctx)
-    } catch (error) {
-      return {status: 'unknown', summary: (error as Error).message}
-    }
-    const counted = requestFilter(pair.before.scrape, ...(pair.after ? [pair.after.scrape] : []))
+    const window = await scrapeWindow(ctx)
+    if ('status' in window) return window
+    const {pair, counted} = window
     const isError = (l: Record<string, string>) => counted(l) && isServerError(l)
     const total0 = requestCount(pair.before.scrape, counted)
     if (total0 === null) return {status: 'unknown', summary: `${REQUESTS} is not among the metrics, nor any callfs_ metric: is ${ctx.target.metrics_url} the CallFS metrics server?`}
@@ -165,13 +171,9 @@ export const latencyP95: CheckSpec<CallfsContext> = {
   remediations: [{id: 'callfs.latency.investigate', title: 'Find what makes requests slow', automated: false}],
   budgetMs: budget,
   async run(ctx) {
-    let pair
-    try {
-      pair = await scrapePair(ctx)
-    } catch (error) {
-      return {status: 'unknown', summary: (error as Error).message}
-    }
-    const counted = requestFilter(pair.before.scrape, ...(pair.after ? [pair.after.scrape] : []))
+    const window = await scrapeWindow(ctx)
+    if ('status' in window) return window
+    const {pair, counted} = window
     const before = durationBuckets(pair.before.scrape, counted)
     if (!before) return {status: 'unknown', summary: `${DURATION} is not among the metrics, nor any callfs_ metric: is ${ctx.target.metrics_url} the CallFS metrics server?`}
     let buckets = before
